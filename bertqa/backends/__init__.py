@@ -1,0 +1,45 @@
+"""Linear backends, registered by name in one place and imported lazily.
+
+Adding a backend is one module with a LinearBackend subclass and one line here; the parity suite
+in tests/test_backend_parity.py then covers it. A backend whose runtime is missing (no compiler
+output, no GPU, no NPU) reports why through `available()` and never breaks the others.
+"""
+from __future__ import annotations
+
+import importlib
+
+from bertqa.errors import TargetUnavailable
+
+# name -> "module:Class"
+REGISTRY: dict[str, str] = {
+    "cpu-reference": "bertqa.backends.cpu_reference:ReferenceBackend",
+}
+
+_instances: dict = {}
+
+
+def backend_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def load_backend(name: str):
+    """The backend object for `name`, whether or not it is available here."""
+    if name not in REGISTRY:
+        raise TargetUnavailable(f"unknown Linear backend {name!r}; registered: {', '.join(REGISTRY)}")
+    if name not in _instances:
+        module_name, _, cls_name = REGISTRY[name].partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise TargetUnavailable(f"backend {name!r} cannot be imported: {e}") from e
+        _instances[name] = getattr(module, cls_name)()
+    return _instances[name]
+
+
+def get_backend(name: str):
+    """The backend for `name`, or TargetUnavailable saying why it cannot run here."""
+    backend = load_backend(name)
+    ok, reason = backend.available()
+    if not ok:
+        raise TargetUnavailable(f"backend {name!r} is not available here: {reason}")
+    return backend

@@ -1,0 +1,76 @@
+"""The contract every Linear backend implements (see ../shared/STYLE.md, point 2).
+
+A backend knows nothing of BERT or question answering: it receives one Linear layer's weights,
+already quantized by the reference (SPEC-quant section 1, so every backend starts from the same
+integers), packs them once in `prepare`, and maps activations x: [M, K] fp32 to y: [M, N] fp32
+in `run`. `available()` says whether it can run on this machine and why not; `supports()` says
+which shapes its fast path takes, so that callers can fall back instead of crashing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bertqa.quant.spec import QuantSpec
+
+
+@dataclass
+class LinearWeights:
+    """One Linear layer as handed to a backend.
+
+    weight: [N, K] fp32 (kept for precision 'fp'; None once an int8 backend dropped it),
+    bias: [N] fp32 or None. For precision 'int': wq [N, K] int8, sw [N] fp32 (per output row,
+    also for per-tensor scales), shift (0 for requant int32), spec.
+    """
+    name: str
+    in_features: int
+    out_features: int
+    precision: str                      # 'fp' | 'int'
+    bias: torch.Tensor | None
+    weight: torch.Tensor | None = None
+    wq: torch.Tensor | None = None
+    sw: torch.Tensor | None = None
+    shift: int = 0
+    spec: QuantSpec | None = None
+    gelu: bool = False                  # apply exact GELU after the bias (fused FFN up-projection)
+
+
+@dataclass
+class RunStats:
+    """Counters a backend updates per call; read by the profiler and `--stats`."""
+    calls: int = 0
+    elements: int = 0
+    saturated: int = 0
+    seconds: float = 0.0
+    parts: dict = field(default_factory=dict)   # e.g. {'quantize': s, 'gemm': s, 'dequant': s}
+
+    def reset(self):
+        self.calls = self.elements = self.saturated = 0
+        self.seconds = 0.0
+        self.parts.clear()
+
+
+class LinearBackend:
+    """Base class. Subclasses set `name` and override prepare/run (and available/supports)."""
+
+    name = "?"
+    precisions = ("fp", "int")
+
+    def available(self) -> tuple[bool, str]:
+        return True, "always available"
+
+    def supports(self, m: int, k: int, n: int) -> bool:
+        return True
+
+    def prepare(self, lw: LinearWeights):
+        """Pack the weights once; returns the handle that `run` receives."""
+        raise NotImplementedError
+
+    def run(self, handle, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
+        """x: [M, K] fp32 contiguous -> y: [M, N] fp32. Adds saturations to stats.saturated."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for the CLI header: what runs the GEMMs."""
+        return self.name

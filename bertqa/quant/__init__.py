@@ -1,0 +1,8 @@
+"""int8 Linear quantization per ../shared/SPEC-quant.md: spec, reference, custom nodes."""
+from bertqa.quant.spec import QuantSpec
+from bertqa.quant.linear import (CustomLinear, QLinear, prepare_linear, quantize_model,
+                                 layer_summary, custom_nodes)
+from bertqa.quant import reference
+
+__all__ = ["QuantSpec", "CustomLinear", "QLinear", "prepare_linear", "quantize_model",
+           "layer_summary", "custom_nodes", "reference"]

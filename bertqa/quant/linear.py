@@ -1,0 +1,168 @@
+"""Custom linear nodes and the module swap that puts them into any model.
+
+`CustomLinear` (precision fp) and `QLinear` (precision int) replace `nn.Linear`; their forward
+hands x: [..., K] to a named backend. This module knows nothing of BERT: a model says which
+Linear layers are fused projections (`quant_groups`) or may absorb their GELU (`gelu_fusions`)
+through optional attributes.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bertqa.backends import get_backend
+from bertqa.backends.base import LinearWeights, RunStats
+from bertqa.quant import reference as ref
+from bertqa.quant.spec import QuantSpec
+
+
+class CustomLinear(nn.Module):
+    """A Linear layer whose math runs on a backend. x: [..., K] fp32 -> y: [..., N] fp32."""
+
+    def __init__(self, lw: LinearWeights, backend):
+        super().__init__()
+        self.lw = lw
+        self.in_features, self.out_features = lw.in_features, lw.out_features
+        self.stats = RunStats()
+        self.max_abs_acc = None          # set to 0 to record max|acc| (calibration)
+        self.set_backend(backend)
+
+    def set_backend(self, backend) -> None:
+        self.backend = backend
+        self.handle = backend.prepare(self.lw)
+
+    def extra_repr(self) -> str:
+        text = f"{self.lw.name}: K={self.in_features}, N={self.out_features}, backend={self.backend.name}"
+        if self.lw.precision == "int":
+            text += f", {self.lw.spec.label()}, shift={self.lw.shift}"
+        return text + (", +gelu" if self.lw.gelu else "")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)                          # [M, K]
+        if x2.dtype != torch.float32 or not x2.is_contiguous():
+            x2 = x2.to(torch.float32).contiguous()
+        if self.max_abs_acc is not None:
+            self._record_acc(x2)
+        t0 = time.perf_counter()
+        y = self.backend.run(self.handle, x2, self.stats)              # [M, N]
+        self.stats.seconds += time.perf_counter() - t0
+        self.stats.calls += 1
+        self.stats.elements += y.numel()
+        return y.reshape(*lead, self.out_features)
+
+    def _record_acc(self, x2: torch.Tensor) -> None:
+        lw = self.lw
+        ref.check_finite(x2, lw.name)
+        xq, _ = ref.quantize_activation_symmetric(x2, lw.spec.acts)
+        acc = ref.int8_gemm_i32(xq, lw.wq)
+        self.max_abs_acc = max(self.max_abs_acc, int(acc.abs().max()) if acc.numel() else 0)
+
+
+class QLinear(CustomLinear):
+    """The int8 custom node (SPEC-quant); the name the layer summary counts, as the seed did."""
+
+
+def worst_case_shift(wq: torch.Tensor) -> int:
+    """A shift that can never saturate: |acc| <= 127 * max_n sum_k |wq[n, k]|."""
+    bound = 127 * int(wq.to(torch.int64).abs().sum(dim=1).max()) if wq.numel() else 0
+    return ref.shift_for_max_acc(bound, margin_bits=0)
+
+
+def linear_weights(weight, bias, spec: QuantSpec | None, precision: str, name: str = "linear",
+                   groups: int = 1, gelu: bool = False, shift: int | None = None) -> LinearWeights:
+    """SPEC step 1 (for int) plus the shift: the backend-independent part of preparing a layer."""
+    weight = weight.detach().to(torch.float32).contiguous()
+    bias = None if bias is None else bias.detach().to(torch.float32).contiguous()
+    n, k = weight.shape
+    lw = LinearWeights(name=name, in_features=k, out_features=n, precision=precision, bias=bias, gelu=gelu)
+    if precision == "fp":
+        lw.weight = weight
+        return lw
+    assert precision == "int", f"precision must be 'fp' or 'int', got {precision!r}"
+    spec = spec or QuantSpec()
+    lw.spec = spec
+    lw.wq, lw.sw = ref.quantize_weight_symmetric(weight, spec.weights, groups)
+    if spec.requant == "int32":
+        lw.shift = 0
+    elif spec.shift is not None:
+        lw.shift = spec.shift
+    else:
+        lw.shift = worst_case_shift(lw.wq) if shift is None else shift
+    return lw
+
+
+def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantSpec | None = None,
+                   backend: str = "cpu-reference", precision: str = "int", name: str = "linear",
+                   groups: int = 1, gelu: bool = False, shift: int | None = None) -> CustomLinear:
+    """One custom node for W: [N, K], b: [N]. Without a calibrated shift, a calibrated spec takes
+    the worst-case shift of its weights (never saturates); quantize_model calibrates on data."""
+    lw = linear_weights(weight, bias, spec, precision, name, groups, gelu, shift)
+    cls = QLinear if precision == "int" else CustomLinear
+    return cls(lw, get_backend(backend))
+
+
+def swap_linears(model: nn.Module, make_node: Callable[[str, nn.Linear], nn.Module]) -> int:
+    """Replace every nn.Linear in `model` by make_node(qualified_name, linear); returns the count."""
+    targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, make_node(name, linear))
+    return len(targets)
+
+
+def custom_nodes(model: nn.Module) -> list[CustomLinear]:
+    return [m for m in model.modules() if isinstance(m, CustomLinear)]
+
+
+def quantize_model(model: nn.Module, precision: str, backend: str, spec: QuantSpec | None = None,
+                   calibrate: Callable[[nn.Module], None] | None = None, fuse_gelu: bool = False,
+                   margin_bits: int = 1) -> list[CustomLinear]:
+    """Swap every Linear of `model` for a custom node on `backend`, in place.
+
+    For a calibrated int16 spec, `calibrate(model)` runs a few representative inputs through the
+    model while every node records its max |acc| (reference arithmetic, exact accumulators);
+    each layer's shift is then the smallest that fits that peak in int16, plus `margin_bits`.
+    `fuse_gelu` lets layers named by the model's `gelu_fusions()` apply GELU themselves.
+    """
+    target = get_backend(backend)
+    reference = get_backend("cpu-reference")
+    spec = spec or QuantSpec()
+    groups = getattr(model, "quant_groups", lambda: {})()
+    fusions = getattr(model, "gelu_fusions", lambda: {})() if fuse_gelu else {}
+    needs_calibration = precision == "int" and spec.calibrated and calibrate is not None
+
+    def make_node(name: str, linear: nn.Linear) -> CustomLinear:
+        lw = linear_weights(linear.weight, linear.bias, spec, precision, name,
+                            groups.get(name, 1), gelu=name in fusions)
+        cls = QLinear if precision == "int" else CustomLinear
+        return cls(lw, reference if needs_calibration else target)
+
+    swap_linears(model, make_node)
+    for linear_name, act_name in fusions.items():
+        parent_name, _, child = act_name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+    nodes = custom_nodes(model)
+    if needs_calibration:
+        for node in nodes:
+            node.max_abs_acc = 0
+        with torch.inference_mode():
+            calibrate(model)
+        for node in nodes:
+            node.lw.shift = ref.shift_for_max_acc(node.max_abs_acc, margin_bits)
+            node.max_abs_acc = None
+            node.set_backend(target)
+    for node in nodes:
+        node.stats.reset()
+    return nodes
+
+
+def layer_summary(model: nn.Module) -> dict:
+    """{'total': leaf modules, '<ClassName>': count, ...} like the seed's 'Layers in model'."""
+    counts = Counter(type(m).__name__ for m in model.modules() if not list(m.children()))
+    return {"total": sum(counts.values()), **dict(counts.most_common())}
