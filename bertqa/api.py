@@ -89,10 +89,12 @@ class QAModel:
 
 def load(model: str | None = None, target: str = "cpu", precision: str = "fp",
          spec: QuantSpec | str | None = None, threads: int | None = None, backend: str | None = None,
-         options: QAOptions | None = None, fallback_to_bundled: bool = False) -> QAModel:
+         options: QAOptions | None = None, fallback_to_bundled: bool = False,
+         aie_device: str | None = None) -> QAModel:
     """Load `model` (None: the seed's BERT-large from the hub cache; 'bundled'; a directory; a hub
     id) and prepare it for target/precision. With fallback_to_bundled, an unreachable default
-    model falls back to the bundled minilm-l6-squad and a note says so."""
+    model falls back to the bundled minilm-l6-squad and a note says so. `aie_device` ('auto',
+    'emulator' or 'npu'; None means auto) picks what runs --target aie's tiles."""
     notes = []
     try:
         model_dir = resolve_model(model)
@@ -110,7 +112,7 @@ def load(model: str | None = None, target: str = "cpu", precision: str = "fp",
     if isinstance(spec, str):
         spec = QuantSpec.parse(spec)
     prepared = prepare_target(net, target, precision, spec, calibration_runner(tokenizer, options),
-                              backend)
+                              backend, backend_options={"aie_device": aie_device} if aie_device else None)
     set_threads(threads)
     name = BUNDLED_DIR.name if model_dir == BUNDLED_DIR else (model or DEFAULT_MODEL)
     return QAModel(prepared, tokenizer, name, model_dir, options, n_params, threads, notes)

@@ -36,6 +36,9 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
                         "weights=tensor|channel,acts=tensor|row,requant=int16|int32,shift=N")
     g.add_argument("--backend", default=None, help="force one Linear backend for a custom target")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and the kernels")
+    g.add_argument("--aie-device", choices=("auto", "emulator", "npu"), default=None,
+                   help="with --target aie: run the tiles on the NPU or on the tile-exact emulator "
+                        "(default auto: the NPU where one is found)")
     q = p.add_argument_group("question answering")
     q.add_argument("--max-seq-len", type=int, default=384)
     q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by consecutive windows")
@@ -72,7 +75,7 @@ def load_from_args(args, fallback_to_bundled: bool = False):
         raise BertQAError(f"--threads must be >= 1, got {args.threads}")
     return bertqa.load(model=args.model, target=args.target, precision=args.precision, spec=spec,
                        threads=args.threads, backend=args.backend, options=qa_options(args),
-                       fallback_to_bundled=fallback_to_bundled)
+                       fallback_to_bundled=fallback_to_bundled, aie_device=args.aie_device)
 
 
 def print_header(qa, title: str) -> None:
@@ -138,6 +141,26 @@ def print_layer_report(qa) -> None:
     for r in rows:
         print(f"{r['name']:34} {r['K']:5} {r['N']:5} {r['shift']:5} {r['saturated']:9} "
               f"{r['sat_rate']:8.2e} {r['seconds'] * 1e3:8.1f}")
+    device_rows = [(r["name"], r["device"]) for r in rows if "device" in r]
+    if device_rows:
+        print_device_report(device_rows)
+
+
+def print_device_report(rows) -> None:
+    """The AIE device's work per layer: tile M x K x N, tile invocations, MACs wasted on padding,
+    bytes moved (activations in, results out per run; weights once)."""
+    print(f"\n{'layer':34} {'tile':>13} {'tiles':>8} {'MACs':>9} {'wasted':>6} "
+          f"{'in KB':>9} {'out KB':>9} {'W KB':>7}")
+    total = dict(tiles=0, useful_macs=0, wasted_macs=0, bytes_in=0, bytes_out=0, weight_bytes=0)
+    for name, d in rows:
+        print(f"{name:34} {d['tile']:>13} {d['tiles']:8} {d['useful_macs']:9.2e} {d['waste']:6.1%} "
+              f"{d['bytes_in'] / 1024:9.0f} {d['bytes_out'] / 1024:9.0f} {d['weight_bytes'] / 1024:7.0f}")
+        for key in total:
+            total[key] += d[key]
+    padded = total["useful_macs"] + total["wasted_macs"]
+    print(f"{'total':34} {'':>13} {total['tiles']:8} {total['useful_macs']:9.2e} "
+          f"{total['wasted_macs'] / padded if padded else 0:6.1%} {total['bytes_in'] / 1024:9.0f} "
+          f"{total['bytes_out'] / 1024:9.0f} {total['weight_bytes'] / 1024:7.0f}")
 
 
 # -- entry point --------------------------------------------------------------------------------

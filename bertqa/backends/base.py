@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bertqa.errors import TargetUnavailable
 from bertqa.quant.spec import QuantSpec
 
 
@@ -44,11 +45,13 @@ class RunStats:
     saturated: int = 0
     seconds: float = 0.0
     parts: dict = field(default_factory=dict)   # e.g. {'quantize': s, 'gemm': s, 'dequant': s}
+    counters: dict = field(default_factory=dict)  # a backend's own event counts (e.g. AIE tiles)
 
     def reset(self):
         self.calls = self.elements = self.saturated = 0
         self.seconds = 0.0
         self.parts.clear()
+        self.counters.clear()
 
 
 class LinearBackend:
@@ -62,6 +65,13 @@ class LinearBackend:
 
     def supports(self, m: int, k: int, n: int) -> bool:
         return True
+
+    def configure(self, **options) -> "LinearBackend":
+        """The backend set up with target options (e.g. aie_device='emulator'); a backend that
+        takes options returns a new object bound to them. The base takes none."""
+        if options:
+            raise TargetUnavailable(f"option {', '.join(options)} does not apply to backend {self.name!r}")
+        return self
 
     def prepare(self, lw: LinearWeights):
         """Pack the weights once; returns the handle that `run` receives."""

@@ -120,7 +120,7 @@ def custom_nodes(model: nn.Module) -> list[CustomLinear]:
     return [m for m in model.modules() if isinstance(m, CustomLinear)]
 
 
-def quantize_model(model: nn.Module, precision: str, backend: str, spec: QuantSpec | None = None,
+def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | None = None,
                    calibrate: Callable[[nn.Module], None] | None = None, fuse_gelu: bool = False,
                    margin_bits: int = 1) -> list[CustomLinear]:
     """Swap every Linear of `model` for a custom node on `backend`, in place.
@@ -129,8 +129,9 @@ def quantize_model(model: nn.Module, precision: str, backend: str, spec: QuantSp
     model while every node records its max |acc| (reference arithmetic, exact accumulators);
     each layer's shift is then the smallest that fits that peak in int16, plus `margin_bits`.
     `fuse_gelu` lets layers named by the model's `gelu_fusions()` apply GELU themselves.
+    `backend` is a registered name or a backend object (one set up by `configure`).
     """
-    target = get_backend(backend)
+    target = get_backend(backend) if isinstance(backend, str) else backend
     reference = get_backend("cpu-reference")
     spec = spec or QuantSpec()
     groups = getattr(model, "quant_groups", lambda: {})()
