@@ -13,6 +13,7 @@ from bertqa.errors import TargetUnavailable
 # name -> "module:Class"
 REGISTRY: dict[str, str] = {
     "cpu-reference": "bertqa.backends.cpu_reference:ReferenceBackend",
+    "gpu": "bertqa.backends.gpu:GpuBackend",
 }
 
 _instances: dict = {}

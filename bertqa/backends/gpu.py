@@ -46,6 +46,7 @@ class GpuBackend(LinearBackend):
     name = "gpu"
     device = "cuda"
     act_dtype = torch.float16               # activations between layers, and fp compute
+    fp_compute = "fp16"
     input_dtypes = (torch.float16, torch.bfloat16, torch.float32)
     fuse_quantize = True                    # quantize x inside the GEMM (v2); False: v1
 

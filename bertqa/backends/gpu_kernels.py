@@ -135,17 +135,18 @@ def quantize_kernel(x_ptr, src_ptr, G, xq_ptr, sx_ptr, M, K, stride_xm,
 
 # -- steps 3-5: GEMM with the requant / dequant / bias epilogue ----------------------------------
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "shift", "pow2_shift"])
 def int8_linear_kernel(a_ptr, w_ptr, scale_ptr, G, sw_ptr, bias_ptr, out_ptr, sat_ptr,
-                       M, N, K, stride_am, stride_wn, stride_om,
-                       A_INT8: tl.constexpr, ACTS_ROW: tl.constexpr, SHIFT: tl.constexpr,
+                       M, N, K, stride_am, stride_wn, stride_om, shift, pow2_shift,
+                       A_INT8: tl.constexpr, ACTS_ROW: tl.constexpr,
                        REQUANT16: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
                        OUT_MODE: tl.constexpr, RINT: tl.constexpr, EVEN_K: tl.constexpr,
-                       POW2_SHIFT: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr, BLOCK_G: tl.constexpr):
     """a: xq [M, K] int8 with scale_ptr = sx [M] (A_INT8), or x [M, K] fp with scale_ptr = the
-    amax source; w: Wq [N, K] int8; out [M, N]: y (activation dtype), acc or q (int32)."""
+    amax source; w: Wq [N, K] int8; out [M, N]: y (activation dtype), acc or q (int32).
+    shift and pow2_shift = 2.0^shift are run-time arguments: one compiled kernel serves every
+    layer's calibrated shift; M is not specialised either (it changes with the batch)."""
     # grouped tile order: GROUP_M row tiles share the W column tiles in L2
     pid = tl.program_id(0)
     num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -187,7 +188,7 @@ def int8_linear_kernel(a_ptr, w_ptr, scale_ptr, G, sw_ptr, bias_ptr, out_ptr, sa
         q = acc
         if REQUANT16:
             # floor((acc + 2^(s-1)) / 2^s): >> on int32 is arithmetic; |acc| + 2^15 fits int32
-            shifted = (acc + ((1 << SHIFT) >> 1)) >> SHIFT
+            shifted = (acc + ((1 << shift) >> 1)) >> shift
             sat = ((shifted < -32768) | (shifted > 32767)) & valid
             n_sat = tl.sum(tl.sum(sat.to(tl.int32), axis=1), axis=0)
             tl.atomic_add(sat_ptr, n_sat, mask=n_sat > 0)
@@ -196,7 +197,7 @@ def int8_linear_kernel(a_ptr, w_ptr, scale_ptr, G, sw_ptr, bias_ptr, out_ptr, sa
             tl.store(out_ptrs, q, mask=valid)
         else:
             sw = tl.load(sw_ptr + rn)
-            mult = (sx[:, None] * sw[None, :]) * POW2_SHIFT        # (sx * sw) * 2^s
+            mult = (sx[:, None] * sw[None, :]) * pow2_shift        # (sx * sw) * 2^s, fp32
             y = q.to(tl.float32) * mult
             if HAS_BIAS:
                 y = y + tl.load(bias_ptr + rn)[None, :]
@@ -259,10 +260,11 @@ def quantize_activation(x: torch.Tensor, acts: str, flag: torch.Tensor):
 
 def int8_linear(x: torch.Tensor, wq: torch.Tensor, sw: torch.Tensor, bias, shift: int, acts: str,
                 requant: str, gelu: bool, counters: torch.Tensor, out_mode: str = "y",
-                fuse_quantize: bool = True) -> torch.Tensor:
+                fuse_quantize: bool = True, config: dict | None = None) -> torch.Tensor:
     """SPEC steps 2-5 for x [M, K] (fp32/fp16/bf16, contiguous) and Wq [N, K] int8, sw [N] fp32,
     bias [N] fp32 or None -> out [M, N]: y in x's dtype ('y'), or int32 acc / q. counters: int32
-    [2] on x's device, [0] += saturated elements, [1] += non-finite inputs seen."""
+    [2] on x's device, [0] += saturated elements, [1] += non-finite inputs seen. config: fixed
+    tile meta-parameters (and num_warps/num_stages) instead of the autotuned choice."""
     m, k = x.shape
     n = wq.shape[0]
     assert wq.shape[1] == k and x.is_contiguous() and wq.is_contiguous(), "x [M, K], Wq [N, K]"
@@ -278,10 +280,11 @@ def int8_linear(x: torch.Tensor, wq: torch.Tensor, sw: torch.Tensor, bias, shift
         a, scale = quantize_activation(x, acts, flag)
         groups = m
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
-    _gemm[grid](a, wq, scale, groups, sw, sw if bias is None else bias, out, counters,
-                m, n, k, a.stride(0), wq.stride(0), out.stride(0),
-                A_INT8=not fuse_quantize, ACTS_ROW=acts == "row", SHIFT=shift,
-                REQUANT16=requant == "int16", HAS_BIAS=bias is not None, GELU=gelu,
-                OUT_MODE=OUT_MODES[out_mode], RINT=not INTERPRET, EVEN_K=k % 128 == 0,
-                POW2_SHIFT=float(1 << shift), BLOCK_G=BLOCK_G, **_GEMM_META)
+    kernel, meta = (int8_linear_kernel, config) if config else (_gemm, _GEMM_META)
+    assert 128 % meta.get("BLOCK_K", 128) == 0, "EVEN_K below assumes BLOCK_K divides 128"
+    kernel[grid](a, wq, scale, groups, sw, sw if bias is None else bias, out, counters,
+                 m, n, k, a.stride(0), wq.stride(0), out.stride(0), shift, float(1 << shift),
+                 A_INT8=not fuse_quantize, ACTS_ROW=acts == "row", REQUANT16=requant == "int16",
+                 HAS_BIAS=bias is not None, GELU=gelu, OUT_MODE=OUT_MODES[out_mode],
+                 RINT=not INTERPRET, EVEN_K=k % 128 == 0, BLOCK_G=BLOCK_G, **meta)
     return out
