@@ -221,7 +221,8 @@ def test_graphed_model_matches_eager(precision):
     graphed = prepared.model
     start, end = graphed(ids, types, mask)                 # captures
     start2, _ = graphed(ids, types, mask)                  # replays
-    eager_start, eager_end = graphed.model(ids, types, mask)
+    with torch.inference_mode():
+        eager_start, eager_end = graphed.model(ids, types, mask)
     assert torch.equal(start, start2)
     torch.testing.assert_close(start, eager_start, rtol=0, atol=0)
     torch.testing.assert_close(end, eager_end, rtol=0, atol=0)

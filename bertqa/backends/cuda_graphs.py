@@ -34,6 +34,7 @@ class GraphedModel(nn.Module):
         self.flush_every_forward = flush_every_forward
         self._graphs: OrderedDict = OrderedDict()    # signature -> Captured
         self._pool = None
+        self._nodes = custom_nodes(model)
 
     def __getattr__(self, name):
         try:
@@ -58,12 +59,12 @@ class GraphedModel(nn.Module):
                 else:
                     out = self.model(*args)
             if self.flush_every_forward:
-                flush_stats(self.model)
+                flush_stats(self._nodes)
             return out
 
     def _capture(self, args) -> "Captured":
-        nodes = custom_nodes(self.model)
-        flush_stats(self.model)
+        nodes = self._nodes
+        flush_stats(nodes)
         before = [(n.stats.calls, n.stats.elements, n.stats.saturated, n.stats.seconds) for n in nodes]
         inputs = [None if a is None else a.clone() for a in args]
         side = torch.cuda.Stream()
@@ -72,7 +73,7 @@ class GraphedModel(nn.Module):
             for _ in range(self.warmup):
                 self.model(*inputs)
         torch.cuda.current_stream().wait_stream(side)
-        flush_stats(self.model)                # raises here if the inputs give NaN/Inf
+        flush_stats(nodes)                     # raises here if the inputs give NaN/Inf
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             out = self.model(*inputs)

@@ -164,12 +164,13 @@ def quantize_model(model: nn.Module, precision: str, backend: str, spec: QuantSp
     return nodes
 
 
-def flush_stats(model: nn.Module) -> None:
+def flush_stats(model: nn.Module | list) -> None:
     """Bring counters that backends keep on a device into each node's stats: one call per
-    backend (a GPU backend synchronises once, not once per layer). Raises
-    NonFiniteActivationError if a layer saw NaN/Inf since the last flush."""
+    backend (a GPU backend synchronises once, not once per layer). `model`: a module, or the
+    list of its custom nodes. Raises NonFiniteActivationError if a layer saw NaN/Inf since the
+    last flush."""
     by_backend: dict = {}
-    for node in custom_nodes(model):
+    for node in custom_nodes(model) if isinstance(model, nn.Module) else model:
         by_backend.setdefault(node.backend, []).append((node.handle, node.stats))
     for backend, items in by_backend.items():
         backend.flush(items)
