@@ -140,16 +140,18 @@ def parity():
 # -- 3 -------------------------------------------------------------------------------------------
 
 def bench_ms(fn) -> float:
+    """Median ms of fn replayed from a CUDA graph (as in the model; from Python, small-M
+    kernels would time their launch overhead)."""
+    fn()                                      # autotune and compile outside the capture
     if DRY:
-        fn()
         return float("nan")
     import triton.testing
-    return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")
+    return triton.testing.do_bench_cudagraph(fn, rep=20, return_mode="median")
 
 
 def kernels():
     peak_i8, peak_f16 = (1979e12, 989e12)       # H100/H200 SXM datasheet, dense
-    log("one Linear, fp16 activations (ms; TOP/s and % of the datasheet dense peak)")
+    log("one Linear, fp16 activations, CUDA-graph timed (ms; TOP/s, % of the datasheet dense peak)")
     for batch in (1, BIG_BATCH):
         m = SEQ * batch
         for k, n in SHAPES[:4]:
@@ -159,7 +161,8 @@ def kernels():
             wq, sw, b = wq.to(DEV), sw.to(DEV), torch.randn(n, device=DEV) * 0.02
             w16, b16 = w.to(DEV).half(), b.half()
             c = torch.zeros(2, dtype=torch.int32, device=DEV)
-            t = {"int8 v2": bench_ms(lambda: gk.int8_linear(x, wq, sw, b, 8, "tensor", "int16", False, c)),
+            t = {"int8 v2": bench_ms(lambda: gk.int8_linear(x, wq, sw, b, 8, "tensor", "int16", False, c,
+                                                           fuse_quantize=True)),
                  "int8 v1": bench_ms(lambda: gk.int8_linear(x, wq, sw, b, 8, "tensor", "int16", False, c,
                                                            fuse_quantize=False)),
                  "fp16": bench_ms(lambda: F.linear(x, w16, b16))}
@@ -202,6 +205,26 @@ def timed(model, inputs, iters):
     return sorted(singles)[len(singles) // 2], (time.perf_counter() - t0) * 1e3 / iters
 
 
+def int_variant(base, max_m):
+    """The gpu int model with v2 up to M = max_m, v1 above (captured graphs keep their choice)."""
+    GpuBackend.fuse_quantize_max_m = max_m
+    return prepare_target(copy.deepcopy(base), "gpu", "int", QuantSpec()).model
+
+
+def profile_top_kernels(model, inputs, top=12):
+    from torch.profiler import ProfilerActivity, profile
+    try:
+        model(*inputs)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model(*inputs)
+            sync()
+    except Exception:                                          # noqa: BLE001
+        log(f"profiler failed:\n{traceback.format_exc()}")
+        return
+    log("profile of one eager forward, top kernels by device time:\n" + prof.key_averages().table(
+        sort_by="self_device_time_total", row_limit=top, max_name_column_width=60))
+
+
 def whole_model():
     if DRY:
         GpuBackend.device = "cpu"
@@ -214,46 +237,48 @@ def whole_model():
         f"{config.num_attention_heads} heads, intermediate {config.intermediate_size}, seq {SEQ}")
     gen = torch.Generator().manual_seed(1)
     one, big = model_inputs(1, gen), model_inputs(BIG_BATCH, gen)
+    default_max_m = GpuBackend.fuse_quantize_max_m
     variants = {"torch fp16 eager": copy.deepcopy(base).to(DEV, torch.float16)}
     variants["torch fp32 eager"] = copy.deepcopy(base).to(DEV)     # logits reference only
     variants["gpu fp (graph)"] = prepare_target(copy.deepcopy(base), "gpu", "fp").model
-    t = time.perf_counter()
-    graphed = prepare_target(copy.deepcopy(base), "gpu", "int", QuantSpec()).model
+    graphed = variants[f"gpu int (graph)"] = int_variant(base, default_max_m)
     shifts = sorted({node.lw.shift for node in custom_nodes(graphed)})
-    log(f"prepared the int8 model in {time.perf_counter() - t:.1f}s (worst-case shifts {shifts}, "
-        "no calibration)")
-    try:
-        graphed(*one)
-    except Exception:                                          # noqa: BLE001
-        log(f"int8 v2 (fused quantize) failed, falling back to v1:\n{traceback.format_exc()}")
-        GpuBackend.fuse_quantize = False
-        graphed = prepare_target(copy.deepcopy(base), "gpu", "int", QuantSpec()).model
-    variants["gpu int (graph)"] = graphed
+    log(f"int8 models: worst-case shifts {shifts} (no calibration); default: v2 for "
+        f"M <= {default_max_m}, else v1")
+    variants["gpu int v2 only (graph)"] = int_variant(base, 1 << 30)
+    variants["gpu int v1 only (graph)"] = int_variant(base, 0)
+    GpuBackend.fuse_quantize_max_m = default_max_m
     variants["gpu int (eager)"] = graphed.model
+    rows = []
     with torch.inference_mode():
         same = all(torch.equal(a, b) for a, b in zip(graphed(*one), graphed.model(*one)))
         log(f"gpu int: graph replay and eager forward give identical logits: {same}")
-        SUMMARY.append(f"int8 GEMM variant in the model: {'v2 fused' if GpuBackend.fuse_quantize else 'v1 split'}"
-                       f"; graph replay == eager: {same}")
+        SUMMARY.append(f"gpu int: graph replay == eager forward: {same}")
         ref_start = variants["torch fp32 eager"](*one)[0].float()
         for name, model in variants.items():
             start = model(*one)[0].float()
             err = ((start - ref_start).norm() / ref_start.norm()).item()
-            log(f"{name:18s} start logits vs torch fp32: rel. L2 error {err:.2e}")
+            log(f"{name:24s} start logits vs torch fp32: rel. L2 error {err:.2e}")
         del variants["torch fp32 eager"]
-        rows = []
         for name, model in variants.items():
-            lat, _ = timed(model, one, 2 if DRY else 30)
-            _, per_batch = timed(model, big, 1 if DRY else 10)
+            try:
+                lat, _ = timed(model, one, 2 if DRY else 30)
+                _, per_batch = timed(model, big, 1 if DRY else 10)
+            except Exception:                                  # noqa: BLE001
+                log(f"{name} FAILED:\n{traceback.format_exc()}")
+                continue
             rows.append((name, lat, per_batch, BIG_BATCH / per_batch * 1e3))
-            log(f"{name:18s} batch 1: {lat:8.3f} ms   batch {BIG_BATCH}: {per_batch:8.3f} ms "
+            log(f"{name:24s} batch 1: {lat:8.3f} ms   batch {BIG_BATCH}: {per_batch:8.3f} ms "
                 f"= {rows[-1][3]:7.0f} questions/s")
-    report = int8_layer_report(graphed)
-    log(f"int8 layer report: {len(report)} layers, {sum(r['calls'] for r in report)} calls, "
-        f"{sum(r['saturated'] for r in report)} saturated elements")
-    SUMMARY.append(f"BERT-large seq {SEQ}:  batch-1 latency (median ms)   batch-{BIG_BATCH} "
+        report = int8_layer_report(graphed)
+        log(f"int8 layer report (default model): {len(report)} layers, "
+            f"{sum(r['calls'] for r in report)} calls, {sum(r['saturated'] for r in report)} saturated")
+    SUMMARY.append(f"BERT-large seq {SEQ}:        batch-1 latency (median ms)   batch-{BIG_BATCH} "
                    "ms per batch   questions/s")
-    SUMMARY.extend(f"  {n:18s} {lat:10.3f} {pb:12.3f} {qps:10.0f}" for n, lat, pb, qps in rows)
+    SUMMARY.extend(f"  {n:24s} {lat:10.3f} {pb:12.3f} {qps:10.0f}" for n, lat, pb, qps in rows)
+    if not DRY:
+        with torch.inference_mode():
+            profile_top_kernels(graphed.model, big)
 
 
 if __name__ == "__main__":
