@@ -2,7 +2,8 @@
 
 precision fp:  y = x @ W^T + b in fp16 (cuBLAS through torch), weights fp16 on the GPU.
 precision int: SPEC-quant steps 2-5 as Triton kernels (gpu_kernels.py): bit-exact xq, acc, q
-               with the reference; y formed in fp32 and stored in the activation dtype.
+               with the reference; y formed in fp32 and stored in the activation dtype
+               (fp16 between layers under --target gpu: the model runs in fp16 around the nodes).
 
 Weights move to the GPU once, in `prepare`; activations stay there between layers (the model is
 moved by `finish_model`, which also captures CUDA graphs). Nothing in `run` synchronises with
@@ -49,9 +50,11 @@ class GpuBackend(LinearBackend):
     fp_compute = "fp16"
     input_dtypes = (torch.float16, torch.bfloat16, torch.float32)
     # v2 (quantize x inside the GEMM) for M <= this, else v1 (one int8 quantize pass, then a
-    # pure int8 GEMM): on an H200, v1 ran faster at M = 12288 (batch 32, seq 384) for 3 of the
-    # 4 BERT-large shapes, where v2 re-quantizes each x tile once per column of output tiles
-    fuse_quantize_max_m = 4096
+    # pure int8 GEMM). On an H200 (bench/results/gpu-h200.txt) v1 was faster for all 4
+    # BERT-large shapes at M = 384 and 12288 (v2 re-quantizes each x tile once per column of
+    # output tiles, and its A operand goes through registers); the whole model was the same
+    # within noise. So v1 everywhere; v2 stays selectable and tested.
+    fuse_quantize_max_m = 0
 
     def available(self) -> tuple[bool, str]:
         if not torch.cuda.is_available():
