@@ -241,7 +241,7 @@ def whole_model():
     variants = {"torch fp16 eager": copy.deepcopy(base).to(DEV, torch.float16)}
     variants["torch fp32 eager"] = copy.deepcopy(base).to(DEV)     # logits reference only
     variants["gpu fp (graph)"] = prepare_target(copy.deepcopy(base), "gpu", "fp").model
-    graphed = variants[f"gpu int (graph)"] = int_variant(base, default_max_m)
+    graphed = variants["gpu int (graph)"] = int_variant(base, default_max_m)
     shifts = sorted({node.lw.shift for node in custom_nodes(graphed)})
     log(f"int8 models: worst-case shifts {shifts} (no calibration); default: v2 for "
         f"M <= {default_max_m}, else v1")
