@@ -19,7 +19,7 @@ from torch import nn
 
 from bertqa.backends import REGISTRY, load_backend
 from bertqa.errors import TargetUnavailable
-from bertqa.quant import QuantSpec, custom_nodes, quantize_model
+from bertqa.quant import QuantSpec, custom_nodes, flush_stats, quantize_model
 
 TARGETS = ("cpu", "customcpu", "aie", "gpu")
 PRECISIONS = ("fp", "int")
@@ -101,7 +101,11 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
     if prepare is not None:
         model = prepare(model)
     quantize_model(model, precision, chosen, spec, calibrate, fuse_gelu=fuse_gelu)
-    label = chosen.describe() + ("" if precision == "int" else ", fp32 compute")
+    finish = getattr(chosen, "finish_model", None)             # e.g. to the GPU, CUDA graphs
+    if finish is not None:
+        model = finish(model)
+    compute = getattr(chosen, "fp_compute", "fp32")
+    label = chosen.describe() + ("" if precision == "int" else f", {compute} compute")
     return Prepared(model, target, precision, label, spec, notes,
                     device=getattr(chosen, "device", "cpu"))
 
@@ -109,6 +113,7 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
 def int8_layer_report(model: nn.Module) -> list[dict]:
     """Per custom node: name, K, N, shift, saturation count and rate, time in the backend."""
     rows = []
+    flush_stats(model)                                         # counters kept on a device
     for node in custom_nodes(model):
         lw, st = node.lw, node.stats
         rows.append(dict(name=lw.name, K=lw.in_features, N=lw.out_features,

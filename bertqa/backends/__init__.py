@@ -14,6 +14,7 @@ from bertqa.errors import TargetUnavailable
 REGISTRY: dict[str, str] = {
     "cpu-reference": "bertqa.backends.cpu_reference:ReferenceBackend",
     "aie": "bertqa.backends.aie:AIEBackend",
+    "gpu": "bertqa.backends.gpu:GpuBackend",
 }
 
 _instances: dict = {}

@@ -59,6 +59,7 @@ class LinearBackend:
 
     name = "?"
     precisions = ("fp", "int")
+    input_dtypes = (torch.float32,)     # x dtypes `run` takes; others arrive as fp32
 
     def available(self) -> tuple[bool, str]:
         return True, "always available"
@@ -78,8 +79,14 @@ class LinearBackend:
         raise NotImplementedError
 
     def run(self, handle, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
-        """x: [M, K] fp32 contiguous -> y: [M, N] fp32. Adds saturations to stats.saturated."""
+        """x: [M, K] contiguous, fp32 or one of input_dtypes -> y: [M, N], x's dtype.
+        Adds saturations to stats.saturated (or keeps them for `flush`)."""
         raise NotImplementedError
+
+    def flush(self, items: list) -> None:
+        """For [(handle, stats), ...] of this backend's layers: move counters kept on the device
+        (saturations, non-finite flags) into stats, raising NonFiniteActivationError for a layer
+        that saw NaN/Inf. A backend that counts on the host has nothing to do."""
 
     def describe(self) -> str:
         """One line for the CLI header: what runs the GEMMs."""

@@ -21,7 +21,8 @@ from bertqa.quant.spec import QuantSpec
 
 
 class CustomLinear(nn.Module):
-    """A Linear layer whose math runs on a backend. x: [..., K] fp32 -> y: [..., N] fp32."""
+    """A Linear layer whose math runs on a backend. x: [..., K] -> y: [..., N], x's dtype
+    (fp32 unless the backend takes another dtype: `backend.input_dtypes`)."""
 
     def __init__(self, lw: LinearWeights, backend):
         super().__init__()
@@ -44,8 +45,9 @@ class CustomLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)                          # [M, K]
-        if x2.dtype != torch.float32 or not x2.is_contiguous():
-            x2 = x2.to(torch.float32).contiguous()
+        if x2.dtype not in self.backend.input_dtypes:
+            x2 = x2.to(torch.float32)
+        x2 = x2.contiguous()
         if self.max_abs_acc is not None:
             self._record_acc(x2)
         t0 = time.perf_counter()
@@ -53,7 +55,7 @@ class CustomLinear(nn.Module):
         self.stats.seconds += time.perf_counter() - t0
         self.stats.calls += 1
         self.stats.elements += y.numel()
-        return y.reshape(*lead, self.out_features)
+        return y.to(x.dtype).reshape(*lead, self.out_features)       # the dtype the node got
 
     def _record_acc(self, x2: torch.Tensor) -> None:
         lw = self.lw
@@ -161,6 +163,18 @@ def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | 
     for node in nodes:
         node.stats.reset()
     return nodes
+
+
+def flush_stats(model: nn.Module | list) -> None:
+    """Bring counters that backends keep on a device into each node's stats: one call per
+    backend (a GPU backend synchronises once, not once per layer). `model`: a module, or the
+    list of its custom nodes. Raises NonFiniteActivationError if a layer saw NaN/Inf since the
+    last flush."""
+    by_backend: dict = {}
+    for node in custom_nodes(model) if isinstance(model, nn.Module) else model:
+        by_backend.setdefault(node.backend, []).append((node.handle, node.stats))
+    for backend, items in by_backend.items():
+        backend.flush(items)
 
 
 def layer_summary(model: nn.Module) -> dict:
