@@ -17,6 +17,7 @@ from torch import nn
 from bertqa.backends import get_backend
 from bertqa.backends.base import LinearWeights, RunStats
 from bertqa.quant import reference as ref
+from bertqa.quant.smooth import channel_amax, smoothing_scale
 from bertqa.quant.spec import QuantSpec
 
 
@@ -30,6 +31,7 @@ class CustomLinear(nn.Module):
         self.in_features, self.out_features = lw.in_features, lw.out_features
         self.stats = RunStats()
         self.max_abs_acc = None          # set to 0 to record max|acc| (calibration)
+        self.input_scale = None          # [K] per-channel multiply before SPEC step 2 (smoothing)
         self.set_backend(backend)
 
     def set_backend(self, backend) -> None:
@@ -40,6 +42,7 @@ class CustomLinear(nn.Module):
         text = f"{self.lw.name}: K={self.in_features}, N={self.out_features}, backend={self.backend.name}"
         if self.lw.precision == "int":
             text += f", {self.lw.spec.label()}, shift={self.lw.shift}"
+        text += ", +smoothing" if self.input_scale is not None else ""
         return text + (", +gelu" if self.lw.gelu else "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,6 +50,8 @@ class CustomLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)                          # [M, K]
         if x2.dtype not in self.backend.input_dtypes:
             x2 = x2.to(torch.float32)
+        if self.input_scale is not None:
+            x2 = x2 * self.input_scale.to(device=x2.device, dtype=x2.dtype)
         x2 = x2.contiguous()
         if self.max_abs_acc is not None:
             self._record_acc(x2)
@@ -139,12 +144,22 @@ def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | 
     groups = getattr(model, "quant_groups", lambda: {})()
     fusions = getattr(model, "gelu_fusions", lambda: {})() if fuse_gelu else {}
     needs_calibration = precision == "int" and spec.calibrated and calibrate is not None
+    smooth = precision == "int" and spec.smooth is not None
+    if smooth and calibrate is None:
+        raise ValueError("QuantSpec.smooth needs calibration inputs (calibrate=...)")
+    x_amax = channel_amax(model, calibrate) if smooth else {}
 
     def make_node(name: str, linear: nn.Linear) -> CustomLinear:
-        lw = linear_weights(linear.weight, linear.bias, spec, precision, name,
+        weight, scale = linear.weight, None
+        if smooth:
+            scale = smoothing_scale(x_amax[name], weight, spec.smooth)      # [K]
+            weight = weight.detach() * scale[None, :]
+        lw = linear_weights(weight, linear.bias, spec, precision, name,
                             groups.get(name, 1), gelu=name in fusions)
         cls = QLinear if precision == "int" else CustomLinear
-        return cls(lw, reference if needs_calibration else target)
+        node = cls(lw, reference if needs_calibration else target)
+        node.input_scale = None if scale is None else (1.0 / scale).contiguous()
+        return node
 
     swap_linears(model, make_node)
     for linear_name, act_name in fusions.items():
@@ -179,5 +194,9 @@ def flush_stats(model: nn.Module | list) -> None:
 
 def layer_summary(model: nn.Module) -> dict:
     """{'total': leaf modules, '<ClassName>': count, ...} like the seed's 'Layers in model'."""
-    counts = Counter(type(m).__name__ for m in model.modules() if not list(m.children()))
+    def is_layer(m: nn.Module) -> bool:
+        # a leaf, where torch's packed-weight holders do not count as children
+        return not any(not type(c).__name__.endswith("PackedParams") for c in m.children()) \
+            and not type(m).__name__.endswith("PackedParams")
+    counts = Counter(m._get_name() for m in model.modules() if is_layer(m))
     return {"total": sum(counts.values()), **dict(counts.most_common())}
