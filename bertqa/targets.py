@@ -96,7 +96,7 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
         raise TargetUnavailable(f"--target {target} (backend {chosen.name}) computes --precision "
                                 f"{' or '.join(chosen.precisions)} only, not {precision}")
     chosen = chosen.configure(**(backend_options or {}))
-    spec = (spec or QuantSpec()) if precision == "int" else None
+    spec = (spec or QuantSpec.default()) if precision == "int" else None
     prepare = getattr(chosen, "prepare_model", None)          # a backend may move the model first
     if prepare is not None:
         model = prepare(model)

@@ -20,10 +20,10 @@ from bertqa.errors import TargetUnavailable
 from bertqa.quant import QuantSpec, reference as ref
 from bertqa.quant.linear import QLinear, linear_weights
 
-SPECS = ["default", "channel-row", "int32", "seed-shift4"]
+SPECS = ["tensor", "channel-row", "int32", "seed-shift4"]
 
 
-def random_layer(k, n, spec="default", seed=0, bias=True, gelu=False):
+def random_layer(k, n, spec="tensor", seed=0, bias=True, gelu=False):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=g) * 0.05
     b = torch.randn(n, generator=g) * 0.1 if bias else None

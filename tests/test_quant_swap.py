@@ -22,7 +22,8 @@ def test_spec_parse_presets_and_pairs():
     assert QuantSpec.parse("channel-row") == QuantSpec(weights="channel", acts="row")
     assert QuantSpec.parse("seed-shift4").shift == 4
     assert QuantSpec.parse("weights=channel,acts=row,smooth=0.5").smooth == 0.5
-    assert QuantSpec.parse(None) == QuantSpec()
+    assert QuantSpec.parse(None) == QuantSpec.default() == QuantSpec.parse("channel-row-smooth")
+    assert QuantSpec.parse("tensor") == QuantSpec()
     for bad, msg in [("weights=row", "weights must be"), ("shift=x", "shift must be an integer"),
                      ("requant=int32,shift=3", "applies to requant='int16'"), ("nonsense", "preset"),
                      ("smooth=2", "smooth must be")]:

@@ -108,6 +108,8 @@ def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantS
                    groups: int = 1, gelu: bool = False, shift: int | None = None) -> CustomLinear:
     """One custom node for W: [N, K], b: [N]. Without a calibrated shift, a calibrated spec takes
     the worst-case shift of its weights (never saturates); quantize_model calibrates on data."""
+    if spec is not None and spec.smooth is not None and precision == "int":
+        raise ValueError("QuantSpec.smooth needs calibration inputs: use quantize_model(..., calibrate=...)")
     lw = linear_weights(weight, bias, spec, precision, name, groups, gelu, shift)
     cls = QLinear if precision == "int" else CustomLinear
     return cls(lw, get_backend(backend))
