@@ -57,6 +57,9 @@ BAD = [
     ("max_answer_len 0", ok(max_answer_len=0), 422, "invalid_field", "max_answer_len"),
     ("unknown field", ok(colour="blue"), 422, "invalid_field", "colour"),
     ("lone surrogate", b'{"question": "who\\ud800", "context": "abc"}', 422, "invalid_field", "question"),
+    ("lone surrogate in a key", b'{"question": "who", "context": "abc", "\\udc00": 1}', 422, "invalid_field", None),
+    ("1e400 as top_k", b'{"question": "who", "context": "abc", "top_k": 1e400}', 422, "invalid_field", "top_k"),
+    ("deeply nested", b"{\"question\": " + b"[" * 30_000 + b"]" * 30_000 + b"}", 400, "invalid_json", None),
     ("question too long", ok(question="why " * 60), 422, "invalid_field", "question"),
     ("context too long", ok(context="word " * 4001), 422, "invalid_field", "context"),
     ("no known tokens", ok(context="\u0000\u0001\u0002"), 422, "invalid_field", "context"),
@@ -113,6 +116,8 @@ def test_chunked_oversized_body_is_refused(tight):
 
 def test_unknown_path_and_method_get_json_errors(tight):
     assert tight.get("/v2/answer").json()["error"]["code"] == "not_found"
+    r = httpx.post(tight.url + "/v2/answer", content=b"x", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = tight.get("/v1/answer")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 

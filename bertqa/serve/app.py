@@ -63,7 +63,8 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
 
     app = FastAPI(title="bertqa", version="1", lifespan=lifespan,
                   description="Extractive question answering: answers are slices of the context.")
-    app.add_middleware(BodyGuard, max_bytes=config.max_body_bytes, metrics=metrics)
+    app.add_middleware(BodyGuard, max_bytes=config.max_body_bytes, metrics=metrics,
+                       paths={"/v1/answer", "/v1/answer:batch"})
     app.add_middleware(CountRequests, metrics=metrics, paths=PATHS)   # outermost: sees every status
 
     @app.exception_handler(ServeError)
@@ -89,6 +90,9 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
+        if e.status_code == 400:        # FastAPI could not parse the body (e.g. JSON nested too deep)
+            return ServeError(400, "invalid_json", f"the body could not be parsed as JSON: {e.detail}"
+                              ).response(metrics)
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
         return ServeError(e.status_code, code, str(e.detail), headers=e.headers).response(metrics)
 

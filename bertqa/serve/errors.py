@@ -1,7 +1,9 @@
 """Every error the server answers is one JSON shape: {"error": {code, message, field, errors}}."""
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+import json
+
+from starlette.responses import Response
 
 
 class ServeError(Exception):
@@ -14,12 +16,15 @@ class ServeError(Exception):
         self.errors = errors if errors is not None else [{"field": field, "message": message}]
         self.headers = headers
 
-    def response(self, metrics=None) -> JSONResponse:
+    def response(self, metrics=None) -> Response:
         if metrics is not None:
             metrics.errors.inc(self.code)
         body = {"error": {"code": self.code, "message": self.message, "field": self.field,
                           "errors": self.errors}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+        # ASCII-escaped: a field name from the request may hold a lone surrogate, which is
+        # valid in JSON text but cannot be encoded as UTF-8
+        return Response(json.dumps(body, ensure_ascii=True), status_code=self.status,
+                        headers=self.headers, media_type="application/json")
 
 
 def field_name(loc: tuple) -> str | None:

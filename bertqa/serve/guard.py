@@ -44,13 +44,14 @@ class CountRequests:
 
 
 class BodyGuard:
-    """Bodies must be JSON (application/json or */*+json), at most max_bytes, valid UTF-8."""
+    """Bodies sent to `paths` must be JSON (application/json or application/*+json), at most
+    max_bytes, valid UTF-8. Other paths go straight to routing (and its 404/405)."""
 
-    def __init__(self, app, max_bytes: int, metrics: ServeMetrics):
-        self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
+    def __init__(self, app, max_bytes: int, metrics: ServeMetrics, paths: set[str]):
+        self.app, self.max_bytes, self.metrics, self.paths = app, max_bytes, metrics, paths
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
         try:
             body = await self._read(scope, receive)
