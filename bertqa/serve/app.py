@@ -178,7 +178,6 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
         """Prometheus text: requests, errors, batch sizes, queue time, inference time."""
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
-    app.state.batcher = batcher
     return app
 
 

@@ -33,7 +33,8 @@ def forward_chunks(lengths: list[int], max_batch: int, max_padding: float = 0.25
     """Windows (by index) grouped into forward passes: longest first, at most max_batch a pass,
     and a pass closes before padding to its longest window would add more than max_padding of
     its real tokens. On a CPU a pass costs about its padded tokens, so one 384-token window among
-    fifteen 60-token ones would make the pass four times dearer; a pass of its own costs little."""
+    fifteen 60-token ones would make the pass nearly five times dearer; a pass of its own costs
+    little."""
     assert max_batch >= 1 and max_padding >= 0
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     chunks, chunk, real = [], [], 0
