@@ -72,7 +72,7 @@ def start_server(args, model: str, max_batch: int):
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if m := re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text()):
-            return proc, m[1]
+            return proc, m[1], log
         time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"the {model} server did not start:\n{log.read_text()}")
@@ -154,7 +154,7 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         for label, max_batch in (("off", 1), ("on", args.max_batch)):
-            proc, url = start_server(args, model, max_batch)
+            proc, url, log = start_server(args, model, max_batch)
             try:
                 for r in asyncio.run(bench_server(url, model, clients_list)):
                     print(f"| {model} | {label} | {r['clients']} | {r['requests']} | {r['qps']:.2f} | "
@@ -162,6 +162,7 @@ def main() -> int:
             finally:
                 proc.terminate()
                 proc.wait(60)
+                log.unlink()
     return 0
 
 

@@ -24,8 +24,9 @@ class Server:
     """`python -m bertqa serve --model bundled --port 0 ARGS...`, started at once; `.url` waits
     until it is ready, so that several servers (and the test's own model) load side by side."""
 
-    def __init__(self, *args: str):
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="bertqa-serve-", suffix=".log", delete=False)
+    def __init__(self, *args: str, log_dir: Path):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bertqa-serve-", suffix=".log",
+                                               dir=log_dir, delete=False)
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "bertqa", "serve", "--model", "bundled", "--target", "cpu",

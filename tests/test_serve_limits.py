@@ -18,12 +18,13 @@ TIGHT = ("--max-batch", "1", "--max-wait-ms", "0", "--max-queue", "2", "--max-wi
 
 
 @pytest.fixture(scope="module")
-def servers():
+def servers(tmp_path_factory):
     """Three servers, loading side by side: tight limits, a 1 s timeout, one to stop."""
-    started = {"tight": Server(*TIGHT),
+    logs = tmp_path_factory.mktemp("serve-limits")
+    started = {"tight": Server(*TIGHT, log_dir=logs),
                "slow": Server("--timeout-s", "1", "--max-windows", "400", "--max-batch", "1",
-                              "--max-context-chars", "200000"),
-               "drain": Server("--max-batch", "4")}
+                              "--max-context-chars", "200000", log_dir=logs),
+               "drain": Server("--max-batch", "4", log_dir=logs)}
     yield started
     for srv in started.values():
         srv.stop()
