@@ -34,3 +34,22 @@ def tokenizer(bundled_dir):
 def qa_fp():
     import bertqa
     return bertqa.load(model="bundled", target="cpu", precision="fp")
+
+
+@pytest.fixture(scope="session")
+def stories():
+    from bertqa.data.readers import builtin_stories
+    return builtin_stories()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One `bertqa serve` (a subprocess on loopback) for the HTTP tests that need no special limits."""
+    pytest.importorskip("fastapi", reason="bertqa serve needs the serve extra (fastapi, uvicorn)")
+    pytest.importorskip("uvicorn", reason="bertqa serve needs the serve extra (fastapi, uvicorn)")
+    from serve_support import Server
+    srv = Server("--max-batch", "16", "--max-wait-ms", "20", "--max-queue", "256",
+                 log_dir=tmp_path_factory.mktemp("serve"))
+    yield srv
+    code = srv.stop()
+    assert code == 0, f"bertqa serve exited with {code}:\n{srv.output()}"

@@ -2,7 +2,7 @@
 import pytest
 
 from bertqa.data.readers import builtin_stories
-from bertqa.qa.pipeline import QAOptions
+from bertqa.qa.pipeline import QAOptions, decode_pairs
 from bertqa.qa.windows import WindowOptions
 
 
@@ -48,3 +48,21 @@ def test_history_turns_are_prepended_to_follow_up_questions(qa_fp):
     history = [("What cut the island off in 1952?", "a storm")]
     ans = qa_fp.answer("For how long?", story.context, history=history, history_turns=1)
     assert ans.text == "nineteen days"
+
+
+def test_decode_pairs_applies_each_pairs_options(qa_fp):
+    stories = builtin_stories()
+    questions = [s.questions[0] for s in stories]
+    contexts = [s.context for s in stories]
+    options = [qa_fp.options.with_decode(), qa_fp.options.with_decode(max_answer_len=2),
+               qa_fp.options.with_decode(allow_no_answer=True, null_threshold=-100.0)]
+    top_ks = [3, 1, 2]
+    windows = qa_fp.pipeline.windows(questions, contexts)
+    got = decode_pairs(contexts, windows, qa_fp.pipeline.logits(windows, 16),
+                       [o.decode for o in options], top_ks)
+    for q, c, o, k, answers in zip(questions, contexts, options, top_ks, got):
+        alone = qa_fp.answer_batch([q], [c], top_k=k, options=o)[0]     # padded differently: scores ~equal
+        assert [(a.text, a.start, a.end) for a in answers] == [(a.text, a.start, a.end) for a in alone]
+        assert [a.score for a in answers] == pytest.approx([a.score for a in alone], rel=1e-5, abs=1e-8)
+    assert got[2][0].is_impossible                       # null_threshold -100: always "no answer"
+    assert len(got[1][0].text.split()) <= 2
