@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertqa.memory import release_free_heap
 from bertqa.quant.linear import CustomLinear, QuantPlan, custom_nodes, swap_linears
 from bertqa.quant.spec import QuantSpec
 
@@ -53,6 +54,7 @@ class PendingLinear(nn.Module):
         if self.node is None:
             with torch.inference_mode(False):     # plain tensors, as quantize_model's nodes hold
                 self.node = self.build(self)
+            release_free_heap()                   # the fp32 weights' pages (bertqa.memory)
         return self.node
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +64,8 @@ class PendingLinear(nn.Module):
         amax = x.detach().reshape(-1, self.in_features).abs().amax(dim=0).float()   # [K]
         self.x_amax = amax if self.x_amax is None else torch.maximum(self.x_amax, amax)
         y = F.linear(x, weight, bias)             # what the nn.Linear it stands for computes
+        del weight, bias
+        release_free_heap()
         return F.gelu(y) if self.gelu else y      # its absorbed activation, as nn.GELU computes
 
 
