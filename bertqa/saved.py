@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 from bertqa.errors import BertQAError, ModelError, TargetUnavailable
-from bertqa.model.bert import BertForQA
-from bertqa.model.loading import PREPARED_FILES, read_config
+from bertqa.model.loading import PREPARED_FILES, meta_model, read_config
 from bertqa.model.safetensors_io import SafetensorsFile, write_safetensors
 from bertqa.quant import QuantSpec, custom_nodes
 from bertqa.quant.persist import SavedNodeError, node_state, nodes_from_state
@@ -112,8 +111,7 @@ def prepare_saved(path: Path, target: str | None, spec: QuantSpec | None, backen
         raise BertQAError(f"{path} was prepared with spec '{manifest['spec'].label()}'; it cannot be "
                           f"re-quantized to '{spec.label()}' without the fp32 checkpoint")
     weights = SafetensorsFile(path / WEIGHTS)
-    with torch.device("meta"):
-        model = BertForQA(read_config(path))
+    model = meta_model(read_config(path))
     n_params = sum(p.numel() for p in model.parameters())
     linears = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
     others = [k for k in model.state_dict() if k.rpartition(".")[0] not in linears]
