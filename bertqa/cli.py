@@ -250,6 +250,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-gemm", action="store_true", help="skip the int8 GEMM table")
     p.add_argument("--no-model", action="store_true", help="skip the whole-model table")
+    p.add_argument("--memory", action="store_true",
+                   help="instead: peak memory and start time of preparing BERT-large int8 (writes a "
+                        "1.3 GB random checkpoint to a temporary directory, removed afterwards)")
 
 
 CONFIG_NAMES = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", "customcpu-int")
@@ -273,6 +276,11 @@ def run_bench(args) -> int:
     if unknown or not configs or any(not 8 <= s <= 512 for s in seqs):
         raise BertQAError(f"--configs must name some of {', '.join(CONFIG_NAMES)} and --seq lie in "
                           f"8..512 (got configs {configs}, seq {seqs})")
+    if args.memory:
+        from bertqa.bench.memory_bench import run_memory_bench
+        print(f"bertqa bench --memory on {cpu_name()}")
+        run_memory_bench(layers=args.layers)
+        return 0
     config = BertConfig.bert_large()
     if args.layers:
         config.num_hidden_layers = args.layers

@@ -8,37 +8,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bertqa.model.bert import BertConfig, random_model
-from bertqa.model.loading import BUNDLED_DIR, lazy_model, load_model
+from bertqa.model.loading import (BUNDLED_DIR, hf_state_dict, lazy_model, load_model, map_name,
+                                  model_from_tensors)
 from bertqa.model.safetensors_io import SafetensorsFile, write_safetensors
-from bertqa.quant import QuantSpec, custom_nodes, quantize_model
+from bertqa.quant import QuantSpec, quantize_model
 from bertqa.quant.streaming import quantize_streaming
 
 TINY = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=64, max_position_embeddings=32)
-HF_NAMES = {"attention.qkv": None, "attention.out": "attention.output.dense",
-            "ffn.up": "intermediate.dense", "ffn.down": "output.dense",
-            "attention.norm": "attention.output.LayerNorm", "ffn.norm": "output.LayerNorm"}
-
-
-def hf_state(model) -> dict:
-    """model's tensors under Hugging Face BertForQuestionAnswering names, QKV split apart."""
-    state = {}
-    for name, t in model.state_dict().items():
-        if name.startswith("embeddings."):
-            part = {"word": "word_embeddings", "position": "position_embeddings",
-                    "token_type": "token_type_embeddings", "norm": "LayerNorm"}[name.split(".")[1]]
-            state[f"bert.embeddings.{part}.{name.split('.')[-1]}"] = t
-        elif name.startswith("layers."):
-            _, i, a, b, kind = name.split(".")
-            prefix = f"bert.encoder.layer.{i}."
-            if f"{a}.{b}" == "attention.qkv":
-                for part, chunk in zip(("query", "key", "value"), t.chunk(3)):
-                    state[prefix + f"attention.self.{part}.{kind}"] = chunk.clone()
-            else:
-                state[prefix + f"{HF_NAMES[f'{a}.{b}']}.{kind}"] = t
-        else:
-            state[name] = t
-    return state
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +23,20 @@ def tiny_dir(tmp_path_factory):
     """A random TINY model as an fp16 Hugging Face checkpoint with the bundled tokenizer files."""
     d = tmp_path_factory.mktemp("tiny")
     model = random_model(TINY, seed=3)
-    save_file({k: v.half().contiguous() for k, v in hf_state(model).items()}, str(d / "model.safetensors"))
+    save_file({k: v.half().contiguous() for k, v in hf_state_dict(model).items()}, str(d / "model.safetensors"))
     (d / "config.json").write_text(json.dumps({**TINY.__dict__, "model_type": "bert"}))
     shutil.copy(BUNDLED_DIR / "vocab.txt", d / "vocab.txt")
     return d
+
+
+def test_hf_names_map_back_to_the_same_model():
+    model = random_model(TINY, seed=3)
+    hf = hf_state_dict(model)
+    assert "bert.encoder.layer.1.attention.self.value.bias" in hf
+    assert len(hf) == len(model.state_dict()) + 4 * TINY.num_hidden_layers     # QKV weight, bias: 1 -> 3
+    assert all(map_name(n) is not None for n in hf)
+    again = model_from_tensors(TINY, list(hf), hf.__getitem__)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 def calib_inputs():
