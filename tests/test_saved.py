@@ -29,7 +29,7 @@ def logits(qa):
         return qa.prepared.model(ids, types, mask)
 
 
-def test_reload_gives_identical_logits_shifts_and_answers(saved, stories):
+def test_reload_gives_identical_logits_and_shifts(saved):
     qa, out = saved
     again = bertqa.load(model=str(out))
     assert (again.target, again.precision, again.prepared.spec) == (qa.target, "int", qa.prepared.spec)
@@ -40,8 +40,6 @@ def test_reload_gives_identical_logits_shifts_and_answers(saved, stories):
         assert torch.equal(a.lw.wq, b.lw.wq) and torch.equal(a.input_scale, b.input_scale)
     for x, y in zip(logits(qa), logits(again)):
         assert torch.equal(x, y)
-    story = stories[0]
-    assert again.answer(story.questions[0], story.context) == qa.answer(story.questions[0], story.context)
 
 
 def test_saved_directory_stands_alone(saved, tmp_path):

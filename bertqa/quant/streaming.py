@@ -17,7 +17,8 @@ the fp32 tensors are dropped, so at most one layer's fp32 weights are alive at a
 
 So with the same calibration inputs the result is the one quantize_model gives (the tests
 check shifts, input scales and logits), at the price of reading the weights twice when
-smoothing. The module knows nothing of where the weights come from: `fetchers` maps each
+smoothing. After each layer's fp32 tensors are dropped, their pages go back to the system
+(bertqa.memory), or the heap would keep them as holes between the int8 blocks. The module knows nothing of where the weights come from: `fetchers` maps each
 Linear's qualified name to a callable returning fresh fp32 tensors.
 """
 from __future__ import annotations
