@@ -13,6 +13,7 @@ from bertqa.errors import TargetUnavailable
 # name -> "module:Class"
 REGISTRY: dict[str, str] = {
     "cpu-reference": "bertqa.backends.cpu_reference:ReferenceBackend",
+    "customcpu": "bertqa.backends.customcpu:CustomCPUBackend",
 }
 
 _instances: dict = {}

@@ -1,0 +1,158 @@
+"""Backend 'customcpu': the native int8 Linear (csrc/, built by `pip install .` as bertqa._native).
+
+`prepare` packs the reference's int8 weights once for one ISA path; `run` computes SPEC-quant
+steps 2-5 (and the fused GELU) in one native call over zero-copy NumPy views of the tensors.
+Precision 'fp' runs torch.nn.functional.linear: MKL's fp32 GEMM, which a hand-written fp32 kernel
+would not beat on this CPU; the node, its timing and the backend seam stay the same.
+
+ISA path: the best this CPU runs (avx512vnni, then avx2, then scalar), unless BERTQA_ISA or
+`set_isa` names one; `cpu_features` is the probe, which tests patch. The choice is made per
+layer when it is prepared: layers already prepared keep their path.
+
+Threads: the extension is built with OpenMP and resolves to the libgomp that torch loaded, so
+the kernel and torch's intra-op work share one pool of `torch.get_num_threads()` threads and
+never run on top of each other; `set_threads(n)` sets both.
+
+The extension is imported lazily: where it is not built, `available()` says why and nothing
+else in bertqa is affected.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.errors import NonFiniteActivationError, TargetUnavailable
+
+ISA_PATHS = ("avx512vnni", "avx2", "scalar")     # fastest first
+ISA_ENV = "BERTQA_ISA"
+
+_native = None
+
+
+def native():
+    """The extension module bertqa._native; ImportError where it is not built."""
+    global _native
+    if _native is None:
+        from bertqa import _native as module
+        _native = module
+    return _native
+
+
+def cpu_features() -> dict:
+    """{'avx512vnni': bool, 'avx2': bool, 'scalar': True}: the ISA paths this CPU can run."""
+    return dict(native().cpu_features())
+
+
+def select_isa(requested: str | None = None) -> str:
+    """The ISA path to pack for: `requested`, else $BERTQA_ISA, else the best the CPU runs."""
+    requested = requested or os.environ.get(ISA_ENV) or None
+    features = cpu_features()
+    if requested is None:
+        return next(isa for isa in ISA_PATHS if features.get(isa))
+    if requested not in ISA_PATHS:
+        raise ValueError(f"unknown ISA path {requested!r}; choose one of {', '.join(ISA_PATHS)}")
+    if not features.get(requested):
+        raise TargetUnavailable(f"this CPU cannot run the {requested} path of customcpu")
+    return requested
+
+
+def set_threads(n: int) -> None:
+    """Threads for torch's intra-op pool and the native kernel (one shared OpenMP pool)."""
+    assert n >= 1, f"threads must be >= 1, got {n}"
+    torch.set_num_threads(n)
+    try:
+        native().set_threads(n)
+    except ImportError:
+        pass
+
+
+@dataclass
+class PackedLayer:
+    lw: LinearWeights
+    packed: object          # bertqa._native.PackedLinear: K, N, shift, isa, path, run, run_debug
+
+
+class CustomCPUBackend(LinearBackend):
+    name = "customcpu"
+
+    def __init__(self):
+        self._isa = None    # None: select_isa() at the next prepare
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            native()
+        except ImportError as e:
+            return False, f"native extension not built: {e}"
+        try:
+            return True, f"native int8 Linear, {self.isa} path"
+        except (ValueError, TargetUnavailable) as e:
+            return False, str(e)
+
+    def supports(self, m: int, k: int, n: int) -> bool:
+        """Every M, N and K up to the SPEC's int32 bound (avx512vnni itself hands K above its own
+        +128-offset bound to the avx2 path and names that fallback in the layer's path)."""
+        return m >= 0 and n >= 1 and 1 <= k <= native().MAX_K
+
+    @property
+    def isa(self) -> str:
+        if self._isa is None:
+            self._isa = select_isa()
+        return self._isa
+
+    def set_isa(self, isa: str | None) -> None:
+        """Force an ISA path for layers prepared from now on; None goes back to the default."""
+        self._isa = select_isa(isa) if isa else None
+
+    def variants(self) -> list[tuple[str, bool, str]]:
+        """(isa, runnable here, reason) for each path, for tests that force every one."""
+        features = cpu_features()
+        return [(isa, bool(features.get(isa)), "" if features.get(isa) else f"this CPU lacks {isa}")
+                for isa in ISA_PATHS]
+
+    def describe(self) -> str:
+        nat = native()
+        return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads, "
+                f"OpenMP: {os.path.basename(nat.openmp_runtime())})")
+
+    def prepare(self, lw: LinearWeights):
+        if lw.precision == "fp":
+            return lw
+        assert lw.wq is not None and lw.wq.dtype == torch.int8, f"{lw.name}: wq must be int8 [N, K]"
+        bias = None if lw.bias is None else lw.bias.detach().to(torch.float32).contiguous().numpy()
+        packed = native().pack(lw.wq.contiguous().numpy(), lw.sw.to(torch.float32).contiguous().numpy(),
+                               bias, lw.shift, lw.spec.acts, lw.spec.requant, lw.gelu, self.isa)
+        return PackedLayer(lw, packed)
+
+    def run(self, handle, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
+        if isinstance(handle, LinearWeights):                          # precision 'fp'
+            y = torch.nn.functional.linear(x, handle.weight, handle.bias)
+            return torch.nn.functional.gelu(y) if handle.gelu else y
+        x = _as_input(x)                                               # x: [M, K]
+        y = torch.empty(x.shape[0], handle.lw.out_features, dtype=torch.float32)   # [M, N]
+        saturated, nonfinite, t_quantize, t_gemm = handle.packed.run(x.numpy(), y.numpy())
+        if nonfinite:
+            raise NonFiniteActivationError(
+                f"layer {handle.lw.name}: input activations contain {nonfinite}")
+        stats.saturated += saturated
+        stats.parts["quantize"] = stats.parts.get("quantize", 0.0) + t_quantize
+        stats.parts["gemm"] = stats.parts.get("gemm", 0.0) + t_gemm       # + fused epilogue
+        return y
+
+    def run_debug(self, handle: PackedLayer, x: torch.Tensor) -> dict:
+        """The same fused call, also returning xq [M, K], sx [M, 1], acc and q [M, N] (tests)."""
+        out = handle.packed.run_debug(_as_input(x).numpy())
+        if out["nonfinite"]:
+            raise NonFiniteActivationError(
+                f"layer {handle.lw.name}: input activations contain {out['nonfinite']}")
+        result = {key: torch.from_numpy(out[key]) for key in ("y", "xq", "acc", "q")}
+        result["sx"] = torch.from_numpy(out["sx"]).reshape(-1, 1)
+        result["saturated"] = int(out["saturated"])
+        return result
+
+
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    assert x.dim() == 2, f"x must be [M, K], got {tuple(x.shape)}"
+    return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
