@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import bertqa.quant  # noqa: F401  (first: bertqa.backends.base -> bertqa.quant is circular on main)
 from bertqa.backends import backend_names, load_backend
 from bertqa.backends.base import RunStats
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable

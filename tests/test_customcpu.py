@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import bertqa.quant  # noqa: F401  (first: bertqa.backends.base -> bertqa.quant is circular on main)
 from bertqa.backends import customcpu, load_backend
 from bertqa.backends.base import RunStats
 from bertqa.errors import TargetUnavailable
