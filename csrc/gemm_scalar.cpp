@@ -36,27 +36,28 @@ void quantize_row_scalar(const float* x, int64_t K, int64_t Kp, float inv, uint8
   for (int64_t k = K; k < Kp; ++k) xq[k] = 0;
 }
 
-int64_t gemm_scalar(const GemmCall& c, int tid, int nthreads) {
+int64_t gemm_scalar(const GemmCall& c, int nthreads) {
   const PackedLinear& W = *c.W;
   const int64_t K = W.K, N = W.N;
   const int64_t blocks_per_row = (N + kColumnBlock - 1) / kColumnBlock;
   const float pow2_shift = float(int64_t(1) << W.shift);
   int64_t begin, end, saturated = 0;
-  thread_range(c.M * blocks_per_row, tid, nthreads, &begin, &end);
-  for (int64_t t = begin; t < end; ++t) {
-    const int64_t m = t / blocks_per_row, n0 = (t % blocks_per_row) * kColumnBlock;
-    const int64_t n1 = n0 + kColumnBlock < N ? n0 + kColumnBlock : N;
-    const int8_t* xq = reinterpret_cast<const int8_t*>(c.A + m * c.lda);
-    for (int64_t n = n0; n < n1; ++n) {
-      const int8_t* w = W.packed.data() + n * K;
-      int32_t acc = 0;
-      for (int64_t k = 0; k < K; ++k) acc += int32_t(xq[k]) * int32_t(w[k]);
-      const int32_t q = W.requant_i16 ? requantize_i16(acc, W.shift, &saturated) : acc;
-      if (c.dbg_acc) c.dbg_acc[m * N + n] = acc;
-      if (c.dbg_q) c.dbg_q[m * N + n] = q;
-      const float mult = (c.sx[m] * W.sw.data()[n]) * pow2_shift;
-      float y = float(q) * mult + W.bias.data()[n];
-      c.y[m * N + n] = W.gelu ? gelu_erf(y) : y;
+  while (claim_tiles(c, c.M * blocks_per_row, nthreads, &begin, &end)) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t m = t / blocks_per_row, n0 = (t % blocks_per_row) * kColumnBlock;
+      const int64_t n1 = n0 + kColumnBlock < N ? n0 + kColumnBlock : N;
+      const int8_t* xq = reinterpret_cast<const int8_t*>(c.A + m * c.lda);
+      for (int64_t n = n0; n < n1; ++n) {
+        const int8_t* w = W.packed.data() + n * K;
+        int32_t acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += int32_t(xq[k]) * int32_t(w[k]);
+        const int32_t q = W.requant_i16 ? requantize_i16(acc, W.shift, &saturated) : acc;
+        if (c.dbg_acc) c.dbg_acc[m * N + n] = acc;
+        if (c.dbg_q) c.dbg_q[m * N + n] = q;
+        const float mult = (c.sx[m] * W.sw.data()[n]) * pow2_shift;
+        float y = float(q) * mult + W.bias.data()[n];
+        c.y[m * N + n] = W.gelu ? gelu_erf(y) : y;
+      }
     }
   }
   return saturated;

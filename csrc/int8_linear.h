@@ -6,6 +6,7 @@
 // the table's functions, then calls its gemm once per thread. Nothing here depends on PyTorch.
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -70,6 +71,7 @@ struct GemmCall {
   float* y;                   // [M, N] fp32 output
   int32_t* dbg_acc;           // [M, N] or null: the exact accumulators (tests)
   int32_t* dbg_q;             // [M, N] or null: q after requantization (tests)
+  std::atomic<int64_t>* next_tile;  // shared by the threads of one call, starts at 0
 };
 
 struct IsaKernels {
@@ -84,8 +86,9 @@ struct IsaKernels {
   uint32_t (*abs_max_bits)(const float* x, int64_t n);
   // One row: xq = clamp(rint_half_even(x * inv), -127, 127) in act_format, K..Kp-1 as zero.
   void (*quantize_row)(const float* x, int64_t K, int64_t Kp, float inv, uint8_t* dst);
-  // This thread's share of the tiles of the GEMM and its fused epilogue; returns saturations.
-  int64_t (*gemm)(const GemmCall& call, int tid, int nthreads);
+  // Called by each of the call's nthreads threads: runs the tiles of the GEMM and their fused
+  // epilogue that this thread claims (claim_tiles); returns the saturations it counted.
+  int64_t (*gemm)(const GemmCall& call, int nthreads);
 };
 
 extern const IsaKernels kScalarKernels;
@@ -109,10 +112,18 @@ inline int32_t requantize_i16(int32_t acc, int shift, int64_t* saturated) {
 
 inline float gelu_erf(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
 
-// [begin, end) of `total` items for thread tid of nthreads, in contiguous, balanced ranges.
-inline void thread_range(int64_t total, int tid, int nthreads, int64_t* begin, int64_t* end) {
-  *begin = total * tid / nthreads;
-  *end = total * (tid + 1) / nthreads;
+// Threads claim the next [begin, end) of `total` tiles from the call's shared counter, in chunks
+// of consecutive tiles (about 8 per thread), instead of a fixed split: a thread that starts late
+// or is preempted takes less, and uneven tiles (tails) balance out. Results do not depend on
+// which thread runs a tile.
+inline bool claim_tiles(const GemmCall& c, int64_t total, int nthreads, int64_t* begin,
+                        int64_t* end) {
+  const int64_t chunk = (total + 8 * nthreads - 1) / (8 * nthreads);
+  const int64_t start = c.next_tile->fetch_add(chunk, std::memory_order_relaxed);
+  if (start >= total) return false;
+  *begin = start;
+  *end = start + chunk < total ? start + chunk : total;
+  return true;
 }
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }

@@ -14,7 +14,6 @@
 #include <omp.h>
 #else
 static int omp_get_max_threads() { return 1; }
-static int omp_get_thread_num() { return 0; }
 static int omp_get_num_threads() { return 1; }
 #endif
 
@@ -85,7 +84,8 @@ RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
   uint32_t* const amax_bits = amax_buffer.data();
   float* const sx = scale_buffer.data();
   float* const inv = scale_buffer.data() + M;
-  GemmCall call{&W, acts, lda, M, sx, y, dbg.acc, dbg.q};
+  std::atomic<int64_t> next_tile{0};
+  GemmCall call{&W, acts, lda, M, sx, y, dbg.acc, dbg.q, &next_tile};
   const int nthreads = threads_for(M * K * W.N);
   int64_t saturated = 0;
   int nonfinite = 0;
@@ -109,7 +109,7 @@ RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
         kern.quantize_row(x + m * K, K, W.Kp, inv[m], acts + m * lda);
 #pragma omp master
       t1 = now();
-      const int64_t s = kern.gemm(call, omp_get_thread_num(), omp_get_num_threads());
+      const int64_t s = kern.gemm(call, omp_get_num_threads());
 #pragma omp atomic
       saturated += s;
     }
