@@ -15,8 +15,9 @@
 // Versions (each kept, side by side, as a path the dispatcher can run):
 //   v1 gemm_scalar.cpp       plain loops over row-major int8, int32 dot products. Portable; the
 //                            named fallback when the CPU has neither AVX2 nor AVX-512 VNNI.
-//   v2 gemm_avx2.cpp         int16 activations x sign-extended weights with vpmaddwd (exact;
-//                            vpmaddubsw would saturate), 4 x 24 register tile, fused epilogue.
+//   v2 gemm_avx2.cpp         int16 activations x weights sign-extended at pack time, vpmaddwd
+//                            (exact; vpmaddubsw would saturate), 4 x 16 register tile that fits
+//                            the 16 ymm registers, fused epilogue.
 //   v3 gemm_avx512vnni.cpp   vpdpbusd on u8 (xq + 128) activations and s8 weights packed in
 //                            k-groups of 4, per-column compensation 128 * sum_k wq, 8 x 48
 //                            register tile over the whole K, fused epilogue from registers.

@@ -1,7 +1,8 @@
 // int8_peak.cpp: the machine's int8 peak, measured with tight loops of independent multiply-adds.
 //
 // avx512vnni: 12 independent vpdpbusd zmm chains, 64 multiply-adds = 128 ops per instruction.
-// avx2: 6 independent (vpmaddwd + vpaddd) ymm chains, 16 multiply-adds = 32 ops per pair.
+// avx2: 6 independent (vpmaddwd + vpaddd) ymm chains, 16 multiply-adds = 32 ops per pair (an
+// empty asm makes the weights opaque each iteration, or vpmaddwd would be hoisted).
 // The benchmark reports the GEMM's rate as a fraction of these numbers, measured in the same run.
 #include "int8_linear.h"
 
@@ -22,12 +23,15 @@ __attribute__((target("avx512f,avx512vnni"))) int64_t peak_loop_vnni(int64_t ite
 }
 
 __attribute__((target("avx2"))) int64_t peak_loop_avx2(int64_t iters) {
-  __m256i a = _mm256_set1_epi32(0x00010001), b = _mm256_set1_epi32(0x0003ffff);
-  __asm__ volatile("" : "+x"(a), "+x"(b));
-  __m256i acc[6];
-  for (auto& v : acc) v = _mm256_setzero_si256();
-  for (int64_t i = 0; i < iters; ++i)
-    for (auto& v : acc) v = _mm256_add_epi32(v, _mm256_madd_epi16(a, b));
+  __m256i b = _mm256_set1_epi32(0x0003ffff), a[6], acc[6];
+  for (int j = 0; j < 6; ++j) {
+    a[j] = _mm256_set1_epi32(0x00010001 * (j + 1));
+    acc[j] = _mm256_setzero_si256();
+  }
+  for (int64_t i = 0; i < iters; ++i) {
+    __asm__ volatile("" : "+x"(b));                      // b "changes": nothing is hoisted
+    for (int j = 0; j < 6; ++j) acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(a[j], b));
+  }
   __m256i sum = acc[0];
   for (int j = 1; j < 6; ++j) sum = _mm256_add_epi32(sum, acc[j]);
   alignas(32) int32_t lanes[8];
