@@ -1,6 +1,6 @@
 // int8_linear_runtime.cpp: CPU probes, threads, and run_linear -- SPEC-quant steps 2-5 in one
-// OpenMP region: max|x| per row (finding NaN/Inf on the way), the scales, the quantized rows,
-// then each thread's tiles of the GEMM with its fused epilogue.
+// OpenMP region: max|x| per row (finding NaN/Inf on the way: the max of the |x| bit patterns is
+// >= that of Inf), the scales and the quantized rows, then the GEMM tiles with their epilogue.
 #include "int8_linear_runtime.h"
 
 #include <dlfcn.h>
@@ -79,41 +79,53 @@ RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
   thread_local std::vector<float> scale_buffer;
   acts_buffer.grow(size_t(M * lda));
   amax_buffer.resize(size_t(M));
-  scale_buffer.resize(size_t(2 * M));
+  scale_buffer.resize(size_t(M));
   uint8_t* const acts = acts_buffer.data();
   uint32_t* const amax_bits = amax_buffer.data();
   float* const sx = scale_buffer.data();
-  float* const inv = scale_buffer.data() + M;
   std::atomic<int64_t> next_tile{0};
   GemmCall call{&W, acts, lda, M, sx, y, dbg.acc, dbg.q, &next_tile};
   const int nthreads = threads_for(M * K * W.N);
   int64_t saturated = 0;
-  int nonfinite = 0;
+  uint32_t worst = 0;
   const double t0 = now();
   double t1 = t0;
+  // Barriers: one after the per-row pass (a per-tensor scale needs every row's max), one more
+  // after quantizing with a per-tensor scale; then the GEMM, whose tiles are claimed dynamically.
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
 #pragma omp for schedule(static)
-    for (int64_t m = 0; m < M; ++m) amax_bits[m] = kern.abs_max_bits(x + m * K, K);
-#pragma omp single
-    {
-      uint32_t worst = 0;
-      for (int64_t m = 0; m < M; ++m) worst = amax_bits[m] > worst ? amax_bits[m] : worst;
-      nonfinite = worst > 0x7f800000u ? 2 : worst == 0x7f800000u ? 1 : 0;
-      for (int64_t m = 0; m < M; ++m)
-        activation_scale(W.acts_row ? amax_bits[m] : worst, &sx[m], &inv[m]);
+    for (int64_t m = 0; m < M; ++m) {
+      amax_bits[m] = kern.abs_max_bits(x + m * K, K);
+      if (W.acts_row && amax_bits[m] < 0x7f800000u) {     // quantize while the row is in cache
+        float inv;
+        activation_scale(amax_bits[m], &sx[m], &inv);
+        kern.quantize_row(x + m * K, K, W.Kp, inv, acts + m * lda);
+      }
     }
-    if (!nonfinite) {
+    uint32_t local_worst = 0;                  // every thread finds the same value
+    for (int64_t m = 0; m < M; ++m) local_worst = amax_bits[m] > local_worst ? amax_bits[m] : local_worst;
+    const bool finite = local_worst < 0x7f800000u;
+    if (!W.acts_row && finite) {
+      float sx_tensor, inv;
+      activation_scale(local_worst, &sx_tensor, &inv);
 #pragma omp for schedule(static)
-      for (int64_t m = 0; m < M; ++m)
-        kern.quantize_row(x + m * K, K, W.Kp, inv[m], acts + m * lda);
-#pragma omp master
+      for (int64_t m = 0; m < M; ++m) {
+        sx[m] = sx_tensor;
+        kern.quantize_row(x + m * K, K, W.Kp, inv, acts + m * lda);
+      }
+    }
+    if (finite) {
+#pragma omp single nowait  // the first thread past the barrier: the GEMM starts
       t1 = now();
       const int64_t s = kern.gemm(call, omp_get_num_threads());
 #pragma omp atomic
       saturated += s;
     }
+#pragma omp single nowait
+    worst = local_worst;
   }
+  const int nonfinite = worst > 0x7f800000u ? 2 : worst == 0x7f800000u ? 1 : 0;
   res.nonfinite = nonfinite;
   res.saturated = saturated;
   res.seconds_quantize = t1 - t0;
