@@ -137,8 +137,9 @@ class CustomCPUBackend(LinearBackend):
             raise NonFiniteActivationError(
                 f"layer {handle.lw.name}: input activations contain {nonfinite}")
         stats.saturated += saturated
-        stats.parts["quantize"] = stats.parts.get("quantize", 0.0) + t_quantize
-        stats.parts["gemm"] = stats.parts.get("gemm", 0.0) + t_gemm       # + fused epilogue
+        parts = stats.parts
+        parts["quantize"] = parts.get("quantize", 0.0) + t_quantize
+        parts["gemm"] = parts.get("gemm", 0.0) + t_gemm                   # + fused epilogue
         return y
 
     def run_debug(self, handle: PackedLayer, x: torch.Tensor) -> dict:
@@ -154,5 +155,8 @@ class CustomCPUBackend(LinearBackend):
 
 
 def _as_input(x: torch.Tensor) -> torch.Tensor:
+    """x as a contiguous fp32 CPU tensor that .numpy() can view (no copy when it already is)."""
     assert x.dim() == 2, f"x must be [M, K], got {tuple(x.shape)}"
-    return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous():
+        x = x.to(device="cpu", dtype=torch.float32).contiguous()
+    return x.detach() if x.requires_grad else x
