@@ -58,7 +58,8 @@ TARGET_AVX2 uint32_t abs_max_bits_avx2(const float* x, int64_t n) {
   return best;
 }
 
-// int16 xq rows; whole 8-lane chunks are stored, lanes past K hold 0 (covers the K..Kp pad).
+// int16 xq rows; whole 8-lane chunks are stored, lanes past K hold 0 (covers the K..Kp pad;
+// rows have room: lda in int8_linear_runtime.cpp).
 TARGET_AVX2 void quantize_row_i16_avx2(const float* x, int64_t K, int64_t Kp, float inv,
                                        uint8_t* dst) {
   (void)Kp;
