@@ -130,6 +130,31 @@ py::tuple run(const PackedLinear& W, FloatArray x, FloatArray y) {
                         r.seconds_gemm);
 }
 
+// Benchmarks: run(), timed by the wall clock and by the threads' CPU time without barrier waits
+// (on a shared machine the wall clock also counts other processes; the CPU time does not).
+py::dict profile(const PackedLinear& W, FloatArray x, FloatArray y) {
+  const int64_t M = check_x(W, x);
+  if (y.ndim() != 2 || y.shape(0) != M || y.shape(1) != W.N || !y.writeable())
+    throw std::invalid_argument("y must be a writable [M, N] fp32 C-contiguous array");
+  RunResult r;
+  double seconds;
+  {
+    py::gil_scoped_release release;
+    const auto t0 = std::chrono::steady_clock::now();
+    r = run_linear(W, x.data(), M, y.mutable_data(), {}, true);
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  py::dict out;
+  out["seconds"] = seconds;
+  out["busy_seconds"] = r.busy_seconds;
+  out["seconds_quantize"] = r.seconds_quantize;
+  out["seconds_gemm"] = r.seconds_gemm;
+  out["threads"] = r.threads;
+  out["saturated"] = r.saturated;
+  out["nonfinite"] = nonfinite_name(r.nonfinite);
+  return out;
+}
+
 // Tests: the same fused call, also returning xq, sx, acc and q.
 py::dict run_debug(const PackedLinear& W, FloatArray x) {
   const int64_t M = check_x(W, x), N = W.N, K = W.K;
@@ -160,7 +185,8 @@ PYBIND11_MODULE(_native, m) {
       .def_readonly("path", &PackedLinear::path)
       .def_property_readonly("isa", [](const PackedLinear& W) { return std::string(W.kern->name); })
       .def("run", &run, py::arg("x").noconvert(), py::arg("y").noconvert())
-      .def("run_debug", &run_debug, py::arg("x").noconvert());
+      .def("run_debug", &run_debug, py::arg("x").noconvert())
+      .def("profile", &profile, py::arg("x").noconvert(), py::arg("y").noconvert());
   m.def("pack", &pack, py::arg("wq").noconvert(), py::arg("sw").noconvert(), py::arg("bias"),
         py::arg("shift"), py::arg("acts"), py::arg("requant"), py::arg("gelu"), py::arg("isa"),
         "Pack one layer's int8 weights [N, K] for the ISA path `isa`.");

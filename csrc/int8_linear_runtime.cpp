@@ -65,7 +65,7 @@ int threads_for(int64_t macs) {
 }  // namespace
 
 RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
-                     const DebugOut& dbg) {
+                     const DebugOut& dbg, bool profile) {
   RunResult res;
   if (M == 0) return res;
   const IsaKernels& kern = *W.kern;
@@ -88,13 +88,16 @@ RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
   const int nthreads = threads_for(M * K * W.N);
   int64_t saturated = 0;
   uint32_t worst = 0;
+  double busy_seconds = 0;
   const double t0 = now();
   double t1 = t0;
   // Barriers: one after the per-row pass (a per-tensor scale needs every row's max), one more
   // after quantizing with a per-tensor scale; then the GEMM, whose tiles are claimed dynamically.
+  // With `profile`, each thread adds up its CPU time between barriers: work, without the waits.
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
-#pragma omp for schedule(static)
+    double busy = 0, c0 = profile ? thread_cpu_seconds() : 0;
+#pragma omp for schedule(static) nowait
     for (int64_t m = 0; m < M; ++m) {
       amax_bits[m] = kern.abs_max_bits(x + m * K, K);
       if (W.acts_row && amax_bits[m] < 0x7f800000u) {     // quantize while the row is in cache
@@ -103,25 +106,34 @@ RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
         kern.quantize_row(x + m * K, K, W.Kp, inv, acts + m * lda);
       }
     }
+    if (profile) busy += thread_cpu_seconds() - c0;
+#pragma omp barrier
     uint32_t local_worst = 0;                  // every thread finds the same value
     for (int64_t m = 0; m < M; ++m) local_worst = amax_bits[m] > local_worst ? amax_bits[m] : local_worst;
     const bool finite = local_worst < 0x7f800000u;
     if (!W.acts_row && finite) {
       float sx_tensor, inv;
       activation_scale(local_worst, &sx_tensor, &inv);
-#pragma omp for schedule(static)
+      c0 = profile ? thread_cpu_seconds() : 0;
+#pragma omp for schedule(static) nowait
       for (int64_t m = 0; m < M; ++m) {
         sx[m] = sx_tensor;
         kern.quantize_row(x + m * K, K, W.Kp, inv, acts + m * lda);
       }
+      if (profile) busy += thread_cpu_seconds() - c0;
+#pragma omp barrier
     }
     if (finite) {
 #pragma omp single nowait  // the first thread past the barrier: the GEMM starts
       t1 = now();
+      c0 = profile ? thread_cpu_seconds() : 0;
       const int64_t s = kern.gemm(call, omp_get_num_threads());
+      if (profile) busy += thread_cpu_seconds() - c0;
 #pragma omp atomic
       saturated += s;
     }
+#pragma omp atomic
+    busy_seconds += busy;
 #pragma omp single nowait
     worst = local_worst;
   }
@@ -130,6 +142,8 @@ RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
   res.saturated = saturated;
   res.seconds_quantize = t1 - t0;
   res.seconds_gemm = now() - t1;
+  res.busy_seconds = busy_seconds;
+  res.threads = nthreads;
   if (dbg.xq && !nonfinite) {
     for (int64_t m = 0; m < M; ++m) {
       const uint8_t* row = acts + m * lda;

@@ -18,7 +18,9 @@ constexpr int64_t kMaxKOffsetU8 = 66311;
 struct RunResult {
   int64_t saturated = 0;
   int nonfinite = 0;          // 0 finite, 1 Inf, 2 NaN (NaN wins when both occur)
-  double seconds_quantize = 0, seconds_gemm = 0;
+  double seconds_quantize = 0, seconds_gemm = 0;   // wall clock
+  double busy_seconds = 0;    // with profile: CPU seconds of all threads, barrier waits excluded
+  int threads = 1;
 };
 
 struct DebugOut {             // all null, or [M, N] acc, [M, N] q, [M, K] xq, [M] sx
@@ -29,7 +31,7 @@ struct DebugOut {             // all null, or [M, N] acc, [M, N] q, [M, K] xq, [
 };
 
 RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
-                     const DebugOut& dbg);
+                     const DebugOut& dbg, bool profile = false);
 
 std::map<std::string, bool> cpu_features();
 bool cpu_supports_isa(const std::string& isa);
