@@ -59,18 +59,20 @@ TARGET_AVX2 uint32_t abs_max_bits_avx2(const float* x, int64_t n) {
 }
 
 // int16 xq rows; whole 8-lane chunks are stored, lanes past K hold 0 (covers the K..Kp pad;
-// rows have room: lda in int8_linear_runtime.cpp).
+// rows have room: lda in int8_linear_runtime.cpp). Clamped before rounding, NaN (0 * inf when
+// 127 / amax overflowed) to 0: as in gemm_avx512vnni.cpp.
 TARGET_AVX2 void quantize_row_i16_avx2(const float* x, int64_t K, int64_t Kp, float inv,
                                        uint8_t* dst) {
   (void)Kp;
   int16_t* xq = reinterpret_cast<int16_t*>(dst);
   const __m256 vinv = _mm256_set1_ps(inv);
-  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   for (int64_t k = 0; k < K; k += 8) {
-    const __m256 v = _mm256_maskload_ps(x + k, tail_mask8(K - k));
-    const __m256 r = _mm256_round_ps(_mm256_mul_ps(v, vinv),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256i q = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(r), lo), hi);
+    __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + k, tail_mask8(K - k)), vinv);
+    v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));                  // NaN -> 0
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    const __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256i q = _mm256_cvtps_epi32(r);
     q = _mm256_permute4x64_epi64(_mm256_packs_epi32(q, q), 0x08);   // 8 x int16 in the low half
     _mm_storeu_si128(reinterpret_cast<__m128i*>(xq + k), _mm256_castsi256_si128(q));
   }

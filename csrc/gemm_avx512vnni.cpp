@@ -64,17 +64,21 @@ TARGET_VNNI uint32_t abs_max_bits_avx512(const float* x, int64_t n) {
 
 // u8 = clamp(rint(x * inv), -127, 127) + 128; stores whole 16-byte chunks: lanes past K hold 0
 // -> 128, which covers the K..Kp padding (rows have room: lda in int8_linear_runtime.cpp).
+// Clamping before rounding gives the same integers for finite products and keeps the
+// reference's answer when 127 / amax overflowed to inf (amax < 3.7e-37): +-inf -> +-127, and
+// 0 * inf = NaN -> 0 (a float -> int conversion would give INT_MIN for both).
 TARGET_VNNI void quantize_row_u8_avx512(const float* x, int64_t K, int64_t Kp, float inv,
                                         uint8_t* dst) {
   (void)Kp;
   const __m512 vinv = _mm512_set1_ps(inv);
-  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
   const __m128i sign = _mm_set1_epi8(char(0x80));
   for (int64_t k = 0; k < K; k += 16) {
     const __mmask16 valid = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
-    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, x + k), vinv);
-    __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, x + k), vinv);
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);      // NaN -> 0
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    const __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k),
                      _mm_xor_si128(_mm512_cvtepi32_epi8(q), sign));
   }

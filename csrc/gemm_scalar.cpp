@@ -30,6 +30,7 @@ void quantize_row_scalar(const float* x, int64_t K, int64_t Kp, float inv, uint8
   int8_t* xq = reinterpret_cast<int8_t*>(dst);
   for (int64_t k = 0; k < K; ++k) {
     float r = std::nearbyint(x[k] * inv);          // one fp32 multiply; default mode: half-even
+    if (r != r) r = 0.0f;                          // 0 * inf, when 127 / amax overflowed
     r = r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r);
     xq[k] = int8_t(r);
   }

@@ -144,6 +144,15 @@ def test_half_even_ties(backend):
 
 
 @pytest.mark.parametrize("acts", ["tensor", "row"])
+def test_tiny_scale(backend, acts):
+    # max|x| below 127 / FLT_MAX: 127 / amax overflows to inf (the reference: +-inf -> +-127,
+    # 0 * inf -> 0); a subnormal row too
+    x = torch.tensor([[1e-40, -1e-40, 0.0, 5e-41, 0.0], [1e-38, 0.0, -2e-38, 3e-39, 1e-37]])
+    p = check_layer(backend, make_layer(5, 18, acts=acts), x)
+    assert p["xq"][0].tolist() == [127, -127, 0, 127, 0]
+
+
+@pytest.mark.parametrize("acts", ["tensor", "row"])
 def test_zero_input(backend, acts):
     lw = make_layer(70, 21, acts=acts)
     p = check_layer(backend, lw, torch.zeros(5, 70))
