@@ -2,8 +2,9 @@
 
 `prepare` packs the reference's int8 weights once for one ISA path; `run` computes SPEC-quant
 steps 2-5 (and the fused GELU) in one native call over zero-copy NumPy views of the tensors.
-Precision 'fp' runs torch.nn.functional.linear: MKL's fp32 GEMM, which a hand-written fp32 kernel
-would not beat on this CPU; the node, its timing and the backend seam stay the same.
+Precision 'fp' runs torch.nn.functional.linear (PyTorch's MKL/oneDNN sgemm; no native fp32 path
+was written, so there is nothing to compare it with yet): the node, its timing and the backend
+seam stay the same as for int8.
 
 ISA path: the best this CPU runs (avx512vnni, then avx2, then scalar), unless BERTQA_ISA or
 `set_isa` names one; `cpu_features` is the probe, which tests patch. The choice is made per
