@@ -112,17 +112,20 @@ inline int32_t requantize_i16(int32_t acc, int shift, int64_t* saturated) {
 
 inline float gelu_erf(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
 
-// Threads claim the next [begin, end) of `total` tiles from the call's shared counter, in chunks
-// of consecutive tiles (about 8 per thread), instead of a fixed split: a thread that starts late
-// or is preempted takes less, and uneven tiles (tails) balance out. Results do not depend on
-// which thread runs a tile.
+// Threads claim the next [begin, end) of `total` tiles from the call's shared counter, in
+// "guided" chunks: a quarter of each thread's share of what is left, so chunks start large (long
+// runs over one weight panel) and end at single tiles (the threads finish together). A thread
+// that starts late or is preempted simply takes less. Results do not depend on who runs a tile.
 inline bool claim_tiles(const GemmCall& c, int64_t total, int nthreads, int64_t* begin,
                         int64_t* end) {
-  const int64_t chunk = (total + 8 * nthreads - 1) / (8 * nthreads);
-  const int64_t start = c.next_tile->fetch_add(chunk, std::memory_order_relaxed);
-  if (start >= total) return false;
+  int64_t start = c.next_tile->load(std::memory_order_relaxed), chunk;
+  do {
+    if (start >= total) return false;
+    chunk = (total - start) / (4 * nthreads);
+    chunk = chunk > 0 ? chunk : 1;
+  } while (!c.next_tile->compare_exchange_weak(start, start + chunk, std::memory_order_relaxed));
   *begin = start;
-  *end = start + chunk < total ? start + chunk : total;
+  *end = start + chunk;
   return true;
 }
 
