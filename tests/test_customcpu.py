@@ -74,8 +74,10 @@ def test_not_built_is_reported_not_raised(monkeypatch):
     def missing():
         raise ImportError("No module named 'bertqa._native'")
     monkeypatch.setattr(customcpu, "native", missing)
-    ok, reason = customcpu.CustomCPUBackend().available()
+    fresh = customcpu.CustomCPUBackend()
+    ok, reason = fresh.available()
     assert not ok and reason.startswith("native extension not built: ")
+    assert not fresh.supports(4, 64, 64) and "not built" in fresh.describe()
 
 
 @needs_native

@@ -95,7 +95,11 @@ class CustomCPUBackend(LinearBackend):
     def supports(self, m: int, k: int, n: int) -> bool:
         """Every M, N and K up to the SPEC's int32 bound (avx512vnni itself hands K above its own
         +128-offset bound to the avx2 path and names that fallback in the layer's path)."""
-        return m >= 0 and n >= 1 and 1 <= k <= native().MAX_K
+        try:
+            max_k = native().MAX_K
+        except ImportError:
+            return False
+        return m >= 0 and n >= 1 and 1 <= k <= max_k
 
     @property
     def isa(self) -> str:
@@ -114,6 +118,9 @@ class CustomCPUBackend(LinearBackend):
                 for isa in ISA_PATHS]
 
     def describe(self) -> str:
+        ok, reason = self.available()
+        if not ok:
+            return f"customcpu (unavailable: {reason})"
         nat = native()
         return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads, "
                 f"OpenMP: {os.path.basename(nat.openmp_runtime())})")
