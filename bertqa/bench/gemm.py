@@ -146,6 +146,9 @@ def print_gemm_table(rows: list[dict], file=None) -> None:
     print(f"int8 Linear node (backend customcpu) on {c['cpu']}, {os.cpu_count()} CPUs: "
           f"{c['threads']} threads (OpenMP {c['openmp']}); 1-min load average "
           f"{c['load_before']:.1f} before, {rows[-1]['load_after']:.1f} after", file=file)
+    if max(c["load_before"], rows[-1]["load_after"]) > 0.5:
+        print("warning: other processes were running (load average above): wall-clock rates "
+              "include their time slices; the busy columns do not", file=file)
     for isa, (wall, core) in c["peaks"].items():
         print(f"peak {isa}: {wall:.0f} GOPS wall-clock on {c['threads']} threads, {core:.0f} GOPS "
               f"per core by CPU time", file=file)
