@@ -86,11 +86,22 @@ def measure_peaks(nat, features, threads: int, seconds: float) -> dict:
 
 def run_gemm_bench(threads: int | None = None, isas=None, shapes=BERT_LARGE_SHAPES,
                    tokens=TOKENS, repeats: int = 15, peak_seconds: float = 0.5) -> list[dict]:
-    """One row per (ISA path, M, K, N). isas: default every path the CPU runs but 'scalar'."""
+    """One row per (ISA path, M, K, N). isas: default every path the CPU runs but 'scalar'.
+    threads: for torch and the kernel during the run (restored after); None keeps the current."""
     backend = get_backend("customcpu")
     nat = customcpu.native()
+    torch_threads = torch.get_num_threads()
     if threads is not None:
         customcpu.set_threads(threads)
+    try:
+        return _run(backend, nat, isas, shapes, tokens, repeats, peak_seconds)
+    finally:
+        if threads is not None:
+            customcpu.set_threads(torch_threads)
+            nat.set_threads(0)
+
+
+def _run(backend, nat, isas, shapes, tokens, repeats, peak_seconds) -> list[dict]:
     nthreads = nat.get_threads()
     features = customcpu.cpu_features()
     if isas is None:
