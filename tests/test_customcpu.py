@@ -4,6 +4,7 @@ The bit-exactness of every ISA path is in test_backend_parity.py."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -146,6 +147,15 @@ def test_threads_do_not_change_the_result(forced, isa, m, k, n):
         assert torch.equal(outs[0][key], outs[1][key]), key
     _, p = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, "row", "int16")
     assert torch.equal(outs[1]["q"], p["q"])
+
+
+@needs_native
+def test_kernel_shares_torchs_openmp_runtime():
+    torch_gomp = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
+    if not os.path.exists(torch_gomp):
+        pytest.skip("this torch build bundles no libgomp.so.1")
+    runtime = customcpu.native().openmp_runtime()
+    assert os.path.realpath(runtime) == os.path.realpath(torch_gomp), runtime
 
 
 @needs_native
