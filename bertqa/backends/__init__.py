@@ -14,6 +14,8 @@ from bertqa.errors import TargetUnavailable
 REGISTRY: dict[str, str] = {
     "cpu-reference": "bertqa.backends.cpu_reference:ReferenceBackend",
     "customcpu": "bertqa.backends.customcpu:CustomCPUBackend",
+    "aie": "bertqa.backends.aie:AIEBackend",
+    "gpu": "bertqa.backends.gpu:GpuBackend",
 }
 
 _instances: dict = {}

@@ -1,0 +1,5 @@
+import sys
+
+from bertqa.cli import main
+
+sys.exit(main())

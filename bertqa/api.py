@@ -1,0 +1,138 @@
+"""The Python API: `bertqa.load(...)` -> a QAModel with `answer` and `answer_batch`.
+
+    qa = bertqa.load(model="bundled", target="customcpu", precision="int")
+    qa.answer("Who kept the lighthouse?", story)   # Answer(text, score, start, end)
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from bertqa.data.readers import builtin_stories
+from bertqa.errors import ModelUnavailable
+from bertqa.model.bert import BertForQA
+from bertqa.model.loading import BUNDLED_DIR, DEFAULT_MODEL, load_model, resolve_model
+from bertqa.qa.decode import Answer
+from bertqa.qa.pipeline import QAOptions, QAPipeline
+from bertqa.qa.windows import Tokenizer
+from bertqa.quant import QuantSpec, layer_summary
+from bertqa.targets import Prepared, prepare_target
+
+
+def set_threads(n: int | None) -> int:
+    """One thread count for PyTorch's intra-op pool and for the native backends."""
+    if n:
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {n}")
+        torch.set_num_threads(n)
+    from bertqa.backends import _instances
+    for backend in _instances.values():
+        if hasattr(backend, "set_threads"):
+            backend.set_threads(torch.get_num_threads())
+    return torch.get_num_threads()
+
+
+def calibration_runner(tokenizer: Tokenizer, options: QAOptions, questions_per_story: int = 3):
+    """A callable that runs a few built-in (question, story) pairs through a model: the
+    representative inputs for calibrating int16 shifts."""
+    pairs = [(q, s.context) for s in builtin_stories() for q in s.questions[:questions_per_story]]
+
+    def run(model):
+        QAPipeline(model, tokenizer, options).answer_batch([q for q, _ in pairs], [c for _, c in pairs])
+    return run
+
+
+class QAModel:
+    """A loaded model on a target: answer questions, and say what runs where."""
+
+    def __init__(self, prepared: Prepared, tokenizer: Tokenizer, model_name: str, model_dir: Path,
+                 options: QAOptions, n_parameters: int, threads: int, notes: list[str]):
+        self.prepared = prepared
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.model_dir = model_dir
+        self.n_parameters = n_parameters
+        self.threads = threads
+        self.notes = notes + prepared.notes
+        self.pipeline = QAPipeline(prepared.model, tokenizer, options, prepared.device)
+
+    @property
+    def target(self) -> str:
+        return self.prepared.target
+
+    @property
+    def precision(self) -> str:
+        return self.prepared.precision
+
+    @property
+    def options(self) -> QAOptions:
+        return self.pipeline.options
+
+    def answer(self, question: str, context: str, **kwargs) -> Answer | list[Answer]:
+        """kwargs: history=[(q, a), ...], history_turns=N, top_k=K, options=QAOptions."""
+        return self.pipeline.answer(question, context, **kwargs)
+
+    def answer_batch(self, questions, contexts, histories=None, top_k: int = 1, options=None):
+        """top_k answers per pair, as a list of lists; windows of all pairs share the batches."""
+        return self.pipeline.answer_batch(questions, contexts, histories, top_k, options)
+
+    def layer_summary(self) -> dict:
+        return layer_summary(self.prepared.model)
+
+    def header(self) -> dict:
+        p = self.prepared
+        return {"model": self.model_name, "parameters": self.n_parameters, "target": p.target,
+                "precision": p.precision, "linear backend": p.backend,
+                "quantization": p.spec.label() if p.spec else "-", "threads": self.threads}
+
+
+def load(model: str | None = None, target: str = "cpu", precision: str = "fp",
+         spec: QuantSpec | str | None = None, threads: int | None = None, backend: str | None = None,
+         options: QAOptions | None = None, fallback_to_bundled: bool = False,
+         aie_device: str | None = None) -> QAModel:
+    """Load `model` (None: the seed's BERT-large from the hub cache; 'bundled'; a directory; a hub
+    id) and prepare it for target/precision. With fallback_to_bundled, an unreachable default
+    model falls back to the bundled minilm-l6-squad and a note says so. `aie_device` ('auto',
+    'emulator' or 'npu'; None means auto) picks what runs --target aie's tiles."""
+    notes = []
+    try:
+        model_dir = resolve_model(model)
+    except ModelUnavailable as e:
+        if not (fallback_to_bundled and model in (None, DEFAULT_MODEL)):
+            raise
+        notes.append(f"{e}; using the bundled model {BUNDLED_DIR.name} instead "
+                     "(choose another with --model DIR_OR_HUB_ID)")
+        model_dir = BUNDLED_DIR
+    name = BUNDLED_DIR.name if model_dir == BUNDLED_DIR else (model or DEFAULT_MODEL)
+    return from_module(load_model(model_dir), model_dir, name, target, precision, spec, threads,
+                       backend, options, notes, aie_device)
+
+
+def from_module(net: BertForQA, model_dir: Path, name: str, target: str = "cpu",
+                precision: str = "fp", spec: QuantSpec | str | None = None,
+                threads: int | None = None, backend: str | None = None,
+                options: QAOptions | None = None, notes: list[str] | None = None,
+                aie_device: str | None = None) -> QAModel:
+    """A QAModel around an fp32 BertForQA built in code (e.g. `random_model(BertConfig.bert_large())`
+    for speed tests), with the tokenizer of `model_dir`, prepared for target/precision."""
+    threads = set_threads(threads)
+    options = options or QAOptions()
+    tokenizer = Tokenizer(model_dir)
+    assert tokenizer.tok.get_vocab_size() <= net.config.vocab_size, \
+        f"the tokenizer of {model_dir} has more tokens than the model's vocab_size {net.config.vocab_size}"
+    n_params = sum(p.numel() for p in net.parameters())
+    if isinstance(spec, str):
+        spec = QuantSpec.parse(spec)
+    prepared = prepare_target(net, target, precision, spec, calibration_runner(tokenizer, options),
+                              backend, backend_options={"aie_device": aie_device} if aie_device else None)
+    set_threads(threads)
+    return QAModel(prepared, tokenizer, name, model_dir, options, n_params, threads, list(notes or []))
+
+
+def timed_answer(qa: QAModel, question: str, context: str, **kwargs):
+    """(answer, milliseconds) for one question."""
+    t0 = time.perf_counter()
+    ans = qa.answer(question, context, **kwargs)
+    return ans, (time.perf_counter() - t0) * 1000.0

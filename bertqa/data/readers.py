@@ -1,0 +1,124 @@
+"""Stories for the demo: the built-in ones, CoQA JSON, SQuAD JSON, or a plain text file.
+
+Every reader returns a list of Story; a file that cannot be read raises DataError naming the
+file and what is wrong with it (the JSON position, or the key that is missing).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertqa.errors import DataError
+
+BUILTIN = Path(__file__).resolve().parent / "stories.json"
+
+
+@dataclass
+class Story:
+    title: str
+    context: str
+    questions: list[str] = field(default_factory=list)
+
+
+def builtin_stories() -> list[Story]:
+    return read_stories(BUILTIN)
+
+
+def _load_json(path: Path):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"data file {path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"data file {path} is a directory") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"data file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"data file {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+
+
+def _need(obj, key, where: str, kind=None):
+    if not isinstance(obj, dict) or key not in obj:
+        raise DataError(f"{where}: missing key {key!r}")
+    value = obj[key]
+    if kind is not None and not isinstance(value, kind):
+        raise DataError(f"{where}: {key!r} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _stories_from_coqa(data: list, path: Path) -> list[Story]:
+    stories = []
+    for i, item in enumerate(data):
+        where = f"{path}: data[{i}]"
+        context = _need(item, "story", where, str)
+        turns = sorted(_need(item, "questions", where, list), key=lambda q: q.get("turn_id", 0))
+        questions = [_need(q, "input_text", f"{where}.questions[{j}]", str) for j, q in enumerate(turns)]
+        stories.append(Story(item.get("name") or item.get("id") or f"story {i + 1}", context, questions))
+    return stories
+
+
+def _stories_from_squad(data: list, path: Path) -> list[Story]:
+    stories = []
+    for i, article in enumerate(data):
+        title = article.get("title", f"article {i + 1}") if isinstance(article, dict) else ""
+        for j, para in enumerate(_need(article, "paragraphs", f"{path}: data[{i}]", list)):
+            where = f"{path}: data[{i}].paragraphs[{j}]"
+            context = _need(para, "context", where, str)
+            qas = _need(para, "qas", where, list)
+            questions = [_need(qa, "question", f"{where}.qas[{k}]", str) for k, qa in enumerate(qas)]
+            stories.append(Story(title, context, questions))
+    return stories
+
+
+def _stories_from_builtin(data: list, path: Path) -> list[Story]:
+    return [Story(_need(s, "title", f"{path}: stories[{i}]", str), _need(s, "context", f"{path}: stories[{i}]", str),
+                  list(_need(s, "questions", f"{path}: stories[{i}]", list))) for i, s in enumerate(data)]
+
+
+def _stories_from_text(path: Path) -> list[Story]:
+    """Plain text: the story, with questions on lines that start with 'Q:' anywhere in it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"data file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e.strerror or e}") from None
+    questions = [l.strip()[2:].strip() for l in lines if l.strip().startswith("Q:")]
+    context = "\n".join(l for l in lines if not l.strip().startswith("Q:")).strip()
+    if not context:
+        raise DataError(f"data file {path} has no story text")
+    return [Story(path.stem, context, [q for q in questions if q])]
+
+
+def read_stories(path: str | Path) -> list[Story]:
+    """Stories from a CoQA, SQuAD or bertqa JSON file, or a plain text file (.txt or other)."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        if not path.exists():
+            raise DataError(f"data file {path} does not exist")
+        if path.is_dir():
+            raise DataError(f"data file {path} is a directory")
+        return _stories_from_text(path)
+    doc = _load_json(path)
+    if isinstance(doc, dict) and isinstance(doc.get("stories"), list):
+        stories = _stories_from_builtin(doc["stories"], path)
+    elif isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        data = doc["data"]
+        if data and isinstance(data[0], dict) and "story" in data[0]:
+            stories = _stories_from_coqa(data, path)
+        elif data and isinstance(data[0], dict) and "paragraphs" in data[0]:
+            stories = _stories_from_squad(data, path)
+        else:
+            raise DataError(f"{path}: 'data' holds neither CoQA stories ('story', 'questions') "
+                            "nor SQuAD articles ('paragraphs')")
+    else:
+        raise DataError(f"{path}: not a CoQA or SQuAD file (expected a top-level 'data' list) "
+                        "nor a bertqa stories file ('stories' list)")
+    if not stories:
+        raise DataError(f"{path} holds no stories")
+    return stories

@@ -1,0 +1,158 @@
+"""A compact BERT encoder with a span-prediction head: the model, and nothing about quantization.
+
+Fused QKV projection, PyTorch SDPA attention, exact (erf) GELU, post-LayerNorm residuals: the
+arithmetic of `transformers.BertForQuestionAnswering`, in fewer modules. Every Linear is a plain
+nn.Linear, so the quantization layer can swap it without knowing BERT; the model declares the
+fused projection and the GELU that may be fused through `quant_groups()` and `gelu_fusions()`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    hidden_act: str = "gelu"
+
+    def __post_init__(self):
+        assert self.hidden_size % self.num_attention_heads == 0, \
+            f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known and v is not None})
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "BertConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def bert_large(cls) -> "BertConfig":
+        """bert-large-uncased-whole-word-masking-finetuned-squad's shapes."""
+        return cls(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+
+    @property
+    def n_parameters(self) -> int:
+        h, i, L = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        layer = (3 * h * h + 3 * h) + (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
+        return emb + L * layer + 2 * h + 2
+
+
+class Embeddings(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.word = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, input_ids, token_type_ids):
+        # input_ids, token_type_ids: [B, S] -> [B, S, H]
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)[None]
+        return self.norm(x)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.heads = c.num_attention_heads
+        self.qkv = nn.Linear(c.hidden_size, 3 * c.hidden_size)     # rows: [query; key; value]
+        self.out = nn.Linear(c.hidden_size, c.hidden_size)
+        self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, x, mask):
+        # x: [B, S, H]; mask: [B, 1, 1, S] additive (0 or a large negative)
+        b, s, h = x.shape
+        qkv = self.qkv(x).view(b, s, 3, self.heads, h // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)                           # each [B, nh, S, hd]
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        ctx = ctx.transpose(1, 2).reshape(b, s, h)
+        return self.norm(x + self.out(ctx))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        assert c.hidden_act == "gelu", f"only hidden_act 'gelu' (erf) is implemented, got {c.hidden_act!r}"
+        self.up = nn.Linear(c.hidden_size, c.intermediate_size)
+        self.act = nn.GELU()
+        self.down = nn.Linear(c.intermediate_size, c.hidden_size)
+        self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, x):
+        return self.norm(x + self.down(self.act(self.up(x))))
+
+
+class Layer(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.attention = SelfAttention(c)
+        self.ffn = FeedForward(c)
+
+    def forward(self, x, mask):
+        return self.ffn(self.attention(x, mask))
+
+
+class BertForQA(nn.Module):
+    """input_ids, token_type_ids, attention_mask: [B, S] -> (start_logits, end_logits): [B, S]."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        mask = None
+        if attention_mask is not None:
+            # [B, S] 1/0 -> [B, 1, 1, S] additive, as transformers does (finfo.min, not -inf,
+            # so that a fully masked row stays finite)
+            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        for layer in self.layers:
+            x = layer(x, mask)
+        logits = self.qa_outputs(x)                                    # [B, S, 2]
+        return logits[..., 0], logits[..., 1]
+
+    # -- what the quantization layer may ask of a model ------------------------------------------
+    def quant_groups(self) -> dict[str, int]:
+        """Fused Linear layers: name -> number of original weight tensors stacked in it."""
+        return {f"layers.{i}.attention.qkv": 3 for i in range(len(self.layers))}
+
+    def gelu_fusions(self) -> dict[str, str]:
+        """Linear layer -> the activation module right after it that a backend may apply."""
+        return {f"layers.{i}.ffn.up": f"layers.{i}.ffn.act" for i in range(len(self.layers))}
+
+
+def random_model(config: BertConfig, seed: int = 0) -> BertForQA:
+    """Random weights with BERT's initializer scale (std 0.02), for shape, speed and parity tests."""
+    gen = torch.Generator().manual_seed(seed)
+    model = BertForQA(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    return model.eval()

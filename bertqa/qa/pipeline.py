@@ -1,0 +1,100 @@
+"""preprocess -> forward -> postprocess: questions about contexts in, answers out.
+
+Knows the model only as a callable (input_ids, token_type_ids, attention_mask) -> (start, end)
+logits, so the same pipeline runs every target and precision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import torch
+
+from bertqa.qa.decode import Answer, DecodeOptions, decode
+from bertqa.qa.windows import Tokenizer, Window, WindowOptions, check_text, collate, make_windows
+
+MAX_CONTEXT_CHARS = 1_000_000
+MAX_QUESTION_CHARS = 2_000
+
+
+@dataclass
+class QAOptions:
+    windows: WindowOptions = field(default_factory=WindowOptions)
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    batch_size: int = 16           # windows per forward pass (dynamic padding inside a batch)
+    max_context_chars: int = MAX_CONTEXT_CHARS
+
+    def with_decode(self, **changes) -> "QAOptions":
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, decode=replace(self.decode, **changes)) if changes else self
+
+
+def decode_pairs(contexts: Sequence[str], windows: list[Window], logits: list,
+                 decodes: Sequence[DecodeOptions], top_ks: Sequence[int]) -> list[list[Answer]]:
+    """Answers for each (question, context) pair from the logits of its windows; a pair's own
+    decode options and top_k apply to it, so pairs that shared a forward batch need not share
+    them. windows[i].example indexes contexts; logits[i] = (start [S], end [S]) of windows[i]."""
+    assert len(windows) == len(logits), f"{len(windows)} windows but {len(logits)} logits"
+    per_example = [[] for _ in contexts]
+    for w, lg in zip(windows, logits):
+        per_example[w.example].append((w, lg))
+    return [decode(contexts[ex], [w for w, _ in items], [lg[0] for _, lg in items],
+                   [lg[1] for _, lg in items], decodes[ex], top_ks[ex])
+            for ex, items in enumerate(per_example)]
+
+
+def history_text(turns: Sequence[tuple[str, str]] | None, last: int) -> str:
+    """The last `last` (question, answer) turns as one text to put before a follow-up question."""
+    if not turns or last <= 0:
+        return ""
+    return " ".join(f"{q} {a}" for q, a in list(turns)[-last:])
+
+
+class QAPipeline:
+    def __init__(self, model: Callable, tokenizer: Tokenizer, options: QAOptions | None = None,
+                 device: str | torch.device = "cpu"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.options = options or QAOptions()
+        self.device = torch.device(device)
+
+    def windows(self, questions, contexts, histories=None, options: QAOptions | None = None):
+        opts = options or self.options
+        for q in questions:
+            check_text("question", q, MAX_QUESTION_CHARS)
+        for c in contexts:
+            check_text("context", c, opts.max_context_chars)
+        return make_windows(self.tokenizer, list(questions), list(contexts), opts.windows, histories)
+
+    @torch.inference_mode()
+    def logits(self, windows, batch_size: int):
+        """Run the model over windows in batches; -> per window (start [S], end [S]) numpy arrays."""
+        out = []
+        for i in range(0, len(windows), batch_size):
+            chunk = windows[i:i + batch_size]
+            ids, types, mask = (t.to(self.device) for t in collate(chunk, self.tokenizer.pad_id))
+            start, end = self.model(ids, types, mask)                   # [B, S] each
+            start, end = start.float().cpu().numpy(), end.float().cpu().numpy()
+            out += [(start[j, :len(w.ids)], end[j, :len(w.ids)]) for j, w in enumerate(chunk)]
+        return out
+
+    def answer_batch(self, questions: Sequence[str], contexts: Sequence[str],
+                     histories: Sequence[str] | None = None, top_k: int = 1,
+                     options: QAOptions | None = None) -> list[list[Answer]]:
+        """top_k answers for each (question, context) pair; all windows share the batches."""
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+        if not questions:
+            return []
+        opts = options or self.options
+        windows = self.windows(questions, contexts, histories, opts)
+        logits = self.logits(windows, opts.batch_size)
+        n = len(questions)
+        return decode_pairs(contexts, windows, logits, [opts.decode] * n, [top_k] * n)
+
+    def answer(self, question: str, context: str, history: Sequence[tuple[str, str]] | None = None,
+               history_turns: int = 0, top_k: int = 1, options: QAOptions | None = None):
+        """The best Answer (or a list of top_k) for one question about one context."""
+        hist = [history_text(history, history_turns)]
+        answers = self.answer_batch([question], [context], hist, top_k, options)[0]
+        return answers if top_k > 1 else answers[0]
