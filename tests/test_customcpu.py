@@ -173,18 +173,41 @@ def test_set_threads_sets_torch_and_kernel():
 
 @needs_native
 @pytest.mark.parametrize("isa", ALL_ISAS)
-def test_fused_gelu_matches_erf_gelu(forced, isa):
+def test_fused_gelu_matches_erf_gelu(isa):
     # W = ones [19, 1] with per-row activation scales: every column of row m is y = x[m]
-    forced(isa)
+    fused = backend.configure(gelu="fused")
+    fused.set_isa(isa)
+    assert "fused GELU" in fused.describe()
     spec = QuantSpec(acts="row", requant="int32")
     x = torch.linspace(-14, 14, 5601).reshape(-1, 1)
-    y = backend.run(backend.prepare(linear_weights(torch.ones(19, 1), None, spec, "int")), x,
-                    RunStats()).double()
-    g = backend.run(backend.prepare(linear_weights(torch.ones(19, 1), None, spec, "int", gelu=True)),
-                    x, RunStats()).double()
+    y = fused.run(fused.prepare(linear_weights(torch.ones(19, 1), None, spec, "int")), x,
+                  RunStats()).double()
+    g = fused.run(fused.prepare(linear_weights(torch.ones(19, 1), None, spec, "int", gelu=True)),
+                  x, RunStats()).double()
     exact = y * 0.5 * (1 + torch.special.erf(y / math.sqrt(2)))
     err = (g - exact).abs()
     assert (err <= 3e-7 * y.abs() + 1e-9).all(), float((err / y.abs().clamp_min(1e-9)).max())
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_default_gelu_is_bit_identical_to_the_reference(forced, isa):
+    """y is the reference's bit for bit, and torch's GELU after it: whole models then answer
+    exactly as cpu-reference and aie do."""
+    forced(isa)
+    lw = int_layer(300, 130, gelu=True, spec=QuantSpec(weights="channel", acts="row", shift=7))
+    x = torch.randn(19, 300)
+    y_ref, _ = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, "row", "int16")
+    handle = backend.prepare(lw)
+    assert torch.equal(backend.run(handle, x, RunStats()), torch.nn.functional.gelu(y_ref))
+    assert torch.equal(backend.run_debug(handle, x)["y"], torch.nn.functional.gelu(y_ref))
+
+
+def test_configure_rejects_unknown_options():
+    with pytest.raises(TargetUnavailable):
+        customcpu.CustomCPUBackend().configure(gelu="tanh")
+    with pytest.raises(TargetUnavailable):
+        customcpu.CustomCPUBackend().configure(aie_device="npu")
 
 
 # -- the extension's contract ------------------------------------------------------------------

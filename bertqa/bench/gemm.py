@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from bertqa.backends import customcpu, get_backend
+from bertqa.backends import customcpu, load_backend
 from bertqa.backends.base import RunStats
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
@@ -87,8 +87,12 @@ def measure_peaks(nat, features, threads: int, seconds: float) -> dict:
 def run_gemm_bench(threads: int | None = None, isas=None, shapes=BERT_LARGE_SHAPES,
                    tokens=TOKENS, repeats: int = 15, peak_seconds: float = 0.5) -> list[dict]:
     """One row per (ISA path, M, K, N). isas: default every path the CPU runs but 'scalar'.
-    threads: for torch and the kernel during the run (restored after); None keeps the current."""
-    backend = get_backend("customcpu")
+    threads: for torch and the kernel during the run (restored after); None keeps the current.
+    Where the extension is not built: one row {'skipped': reason}, which the printer says."""
+    backend = load_backend("customcpu")
+    ok, reason = backend.available()
+    if not ok:
+        return [dict(skipped=reason)]
     nat = customcpu.native()
     torch_threads = torch.get_num_threads()
     if threads is not None:
@@ -150,8 +154,8 @@ def _run(backend, nat, isas, shapes, tokens, repeats, peak_seconds) -> list[dict
 
 
 def print_gemm_table(rows: list[dict], file=None) -> None:
-    if not rows:
-        print("no rows", file=file)
+    if not rows or "skipped" in rows[0]:
+        print(f"int8 GEMM table skipped: {rows[0]['skipped'] if rows else 'no rows'}", file=file)
         return
     c = rows[0]
     print(f"int8 Linear node (backend customcpu) on {c['cpu']}, {os.cpu_count()} CPUs: "
