@@ -335,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bertqa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                      # `bertqa demo | head`: the reader left
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from bertqa.errors import TargetUnavailable
 # name -> "module:Class"
 REGISTRY: dict[str, str] = {
     "cpu-reference": "bertqa.backends.cpu_reference:ReferenceBackend",
+    "customcpu": "bertqa.backends.customcpu:CustomCPUBackend",
     "aie": "bertqa.backends.aie:AIEBackend",
     "gpu": "bertqa.backends.gpu:GpuBackend",
 }

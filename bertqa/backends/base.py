@@ -9,11 +9,14 @@ which shapes its fast path takes, so that callers can fall back instead of crash
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from bertqa.errors import TargetUnavailable
-from bertqa.quant.spec import QuantSpec
+
+if TYPE_CHECKING:   # a runtime import would be circular: quant/__init__ -> linear -> this module
+    from bertqa.quant.spec import QuantSpec
 
 
 @dataclass

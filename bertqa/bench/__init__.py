@@ -1,0 +1,1 @@
+"""Benchmarks: each checks its result first, then times it and states the device and its peak."""

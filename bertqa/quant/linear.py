@@ -32,7 +32,9 @@ class CustomLinear(nn.Module):
         self.in_features, self.out_features = lw.in_features, lw.out_features
         self.stats = RunStats()
         self.max_abs_acc = None          # set to 0 to record max|acc| (calibration)
-        self.input_scale = None          # [K] per-channel multiply before SPEC step 2 (smoothing)
+        # [K] per-channel multiply before SPEC step 2 (smoothing); a buffer, so that moving the
+        # model (to a GPU, to fp16) moves it too and a captured CUDA graph never copies it
+        self.register_buffer("input_scale", None)
         self.set_backend(backend)
 
     def set_backend(self, backend) -> None:
@@ -52,7 +54,7 @@ class CustomLinear(nn.Module):
         if x2.dtype not in self.backend.input_dtypes:
             x2 = x2.to(torch.float32)
         if self.input_scale is not None:
-            x2 = x2 * self.input_scale.to(device=x2.device, dtype=x2.dtype)
+            x2 = x2 * self.input_scale.to(dtype=x2.dtype)
         x2 = x2.contiguous()
         if self.max_abs_acc is not None:
             self._record_acc(x2)

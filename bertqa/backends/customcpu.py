@@ -1,0 +1,197 @@
+"""Backend 'customcpu': the native int8 Linear (csrc/, built by `pip install .` as bertqa._native).
+
+`prepare` packs the reference's int8 weights once for one ISA path; `run` computes SPEC-quant
+steps 2-5 (and the fused GELU) in one native call over zero-copy NumPy views of the tensors.
+Precision 'fp' runs torch.nn.functional.linear (PyTorch's MKL/oneDNN sgemm; no native fp32 path
+was written, so there is nothing to compare it with yet): the node, its timing and the backend
+seam stay the same as for int8.
+
+ISA path: the best this CPU runs (avx512vnni, then avx2, then scalar), unless BERTQA_ISA or
+`set_isa` names one; `cpu_features` is the probe, which tests patch. The choice is made per
+layer when it is prepared: layers already prepared keep their path.
+
+Threads: the extension is built with OpenMP and resolves to the libgomp that torch loaded, so
+the kernel and torch's intra-op work share one pool of `torch.get_num_threads()` threads and
+never run on top of each other; `set_threads(n)` sets both.
+
+GELU (layers with lw.gelu, the FFN up-projections): by default torch.nn.functional.gelu on the
+native output. The native y equals the reference's bit for bit (same fp32 multiply, then add), so
+with torch's GELU after it whole models give exactly the answers of cpu-reference and aie.
+`configure(gelu="fused")` applies the extension's own erf GELU inside the GEMM's store instead
+(within ~3e-7 * |y| of exact erf, but not bit-identical to torch's): measured on one Zen 4 core
+for [384, 4096] it cost about what torch's separate GELU costs (+0.77 ms vs 0.81 ms on a 7.5 ms
+node), so exactness wins the default.
+
+The extension is imported lazily: where it is not built, `available()` says why and nothing
+else in bertqa is affected.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.errors import NonFiniteActivationError, TargetUnavailable
+
+ISA_PATHS = ("avx512vnni", "avx2", "scalar")     # fastest first
+ISA_ENV = "BERTQA_ISA"
+GELU_MODES = ("torch", "fused")
+
+_native = None
+
+
+def native():
+    """The extension module bertqa._native; ImportError where it is not built."""
+    global _native
+    if _native is None:
+        from bertqa import _native as module
+        _native = module
+    return _native
+
+
+def cpu_features() -> dict:
+    """{'avx512vnni': bool, 'avx2': bool, 'scalar': True}: the ISA paths this CPU can run."""
+    return dict(native().cpu_features())
+
+
+def select_isa(requested: str | None = None) -> str:
+    """The ISA path to pack for: `requested`, else $BERTQA_ISA, else the best the CPU runs."""
+    requested = requested or os.environ.get(ISA_ENV) or None
+    features = cpu_features()
+    if requested is None:
+        return next(isa for isa in ISA_PATHS if features.get(isa))
+    if requested not in ISA_PATHS:
+        raise ValueError(f"unknown ISA path {requested!r}; choose one of {', '.join(ISA_PATHS)}")
+    if not features.get(requested):
+        raise TargetUnavailable(f"this CPU cannot run the {requested} path of customcpu")
+    return requested
+
+
+def set_threads(n: int) -> None:
+    """Threads for torch's intra-op pool and the native kernel (one shared OpenMP pool)."""
+    assert n >= 1, f"threads must be >= 1, got {n}"
+    torch.set_num_threads(n)
+    try:
+        native().set_threads(n)
+    except ImportError:
+        pass
+
+
+@dataclass
+class PackedLayer:
+    lw: LinearWeights
+    packed: object          # bertqa._native.PackedLinear: K, N, shift, isa, path, run, run_debug
+    gelu_after: bool        # apply torch's GELU to the native output (else none, or fused)
+
+
+class CustomCPUBackend(LinearBackend):
+    name = "customcpu"
+
+    def __init__(self, gelu: str = "torch"):
+        assert gelu in GELU_MODES, f"gelu must be one of {GELU_MODES}, got {gelu!r}"
+        self.gelu = gelu
+        self._isa = None    # None: select_isa() at the next prepare
+
+    def configure(self, gelu: str = "torch", **others) -> "CustomCPUBackend":
+        """gelu='fused': the native erf GELU in the GEMM's store (see the module docstring)."""
+        super().configure(**others)
+        if gelu not in GELU_MODES:
+            raise TargetUnavailable(f"customcpu gelu must be one of {', '.join(GELU_MODES)}, got {gelu!r}")
+        if gelu == self.gelu:
+            return self
+        backend = CustomCPUBackend(gelu)
+        backend._isa = self._isa
+        return backend
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            native()
+        except ImportError as e:
+            return False, f"native extension not built: {e}"
+        try:
+            return True, f"native int8 Linear, {self.isa} path"
+        except (ValueError, TargetUnavailable) as e:
+            return False, str(e)
+
+    def supports(self, m: int, k: int, n: int) -> bool:
+        """Every M, N and K up to the SPEC's int32 bound (avx512vnni itself hands K above its own
+        +128-offset bound to the avx2 path and names that fallback in the layer's path)."""
+        try:
+            max_k = native().MAX_K
+        except ImportError:
+            return False
+        return m >= 0 and n >= 1 and 1 <= k <= max_k
+
+    @property
+    def isa(self) -> str:
+        if self._isa is None:
+            self._isa = select_isa()
+        return self._isa
+
+    def set_isa(self, isa: str | None) -> None:
+        """Force an ISA path for layers prepared from now on; None goes back to the default."""
+        self._isa = select_isa(isa) if isa else None
+
+    def variants(self) -> list[tuple[str, bool, str]]:
+        """(isa, runnable here, reason) for each path, for tests that force every one."""
+        features = cpu_features()
+        return [(isa, bool(features.get(isa)), "" if features.get(isa) else f"this CPU lacks {isa}")
+                for isa in ISA_PATHS]
+
+    def describe(self) -> str:
+        ok, reason = self.available()
+        if not ok:
+            return f"customcpu (unavailable: {reason})"
+        nat = native()
+        gelu = ", fused GELU" if self.gelu == "fused" else ""
+        return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads, "
+                f"OpenMP: {os.path.basename(nat.openmp_runtime())}{gelu})")
+
+    def prepare(self, lw: LinearWeights):
+        if lw.precision == "fp":
+            return lw
+        assert lw.wq is not None and lw.wq.dtype == torch.int8, f"{lw.name}: wq must be int8 [N, K]"
+        bias = None if lw.bias is None else lw.bias.detach().to(torch.float32).contiguous().numpy()
+        fused = lw.gelu and self.gelu == "fused"
+        packed = native().pack(lw.wq.contiguous().numpy(), lw.sw.to(torch.float32).contiguous().numpy(),
+                               bias, lw.shift, lw.spec.acts, lw.spec.requant, fused, self.isa)
+        return PackedLayer(lw, packed, gelu_after=lw.gelu and not fused)
+
+    def run(self, handle, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
+        if isinstance(handle, LinearWeights):                          # precision 'fp'
+            y = torch.nn.functional.linear(x, handle.weight, handle.bias)
+            return torch.nn.functional.gelu(y) if handle.gelu else y
+        x = _as_input(x)                                               # x: [M, K]
+        y = torch.empty(x.shape[0], handle.lw.out_features, dtype=torch.float32)   # [M, N]
+        saturated, nonfinite, t_quantize, t_gemm = handle.packed.run(x.numpy(), y.numpy())
+        if nonfinite:
+            raise NonFiniteActivationError(
+                f"layer {handle.lw.name}: input activations contain {nonfinite}")
+        stats.saturated += saturated
+        parts = stats.parts
+        parts["quantize"] = parts.get("quantize", 0.0) + t_quantize
+        parts["gemm"] = parts.get("gemm", 0.0) + t_gemm                   # + fused epilogue
+        return torch.nn.functional.gelu(y) if handle.gelu_after else y
+
+    def run_debug(self, handle: PackedLayer, x: torch.Tensor) -> dict:
+        """The same fused call, also returning xq [M, K], sx [M, 1], acc and q [M, N] (tests)."""
+        out = handle.packed.run_debug(_as_input(x).numpy())
+        if out["nonfinite"]:
+            raise NonFiniteActivationError(
+                f"layer {handle.lw.name}: input activations contain {out['nonfinite']}")
+        result = {key: torch.from_numpy(out[key]) for key in ("y", "xq", "acc", "q")}
+        if handle.gelu_after:
+            result["y"] = torch.nn.functional.gelu(result["y"])
+        result["sx"] = torch.from_numpy(out["sx"]).reshape(-1, 1)
+        result["saturated"] = int(out["saturated"])
+        return result
+
+
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    """x as a contiguous fp32 CPU tensor that .numpy() can view (no copy when it already is)."""
+    assert x.dim() == 2, f"x must be [M, K], got {tuple(x.shape)}"
+    if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous():
+        x = x.to(device="cpu", dtype=torch.float32).contiguous()
+    return x.detach() if x.requires_grad else x

@@ -1,0 +1,45 @@
+// int8_linear_runtime.h: the host side of the native int8 Linear that is not Python binding:
+// CPU feature probes, the thread count, and the fused call (int8_linear_runtime.cpp).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "int8_linear.h"
+
+namespace bertqa {
+
+// SPEC-quant: |acc| <= K * 127 * 127 fits int32 for K < 133,000 (with the rounding half added).
+constexpr int64_t kMaxK = 133000;
+// avx512vnni sums (xq + 128) * wq before the compensation: K * 255 * 127 must fit int32.
+constexpr int64_t kMaxKOffsetU8 = 66311;
+
+struct RunResult {
+  int64_t saturated = 0;
+  int nonfinite = 0;          // 0 finite, 1 Inf, 2 NaN (NaN wins when both occur)
+  double seconds_quantize = 0, seconds_gemm = 0;   // wall clock
+  double busy_seconds = 0;    // with profile: CPU seconds of all threads, barrier waits excluded
+  int threads = 1;
+};
+
+struct DebugOut {             // all null, or [M, N] acc, [M, N] q, [M, K] xq, [M] sx
+  int32_t* acc = nullptr;
+  int32_t* q = nullptr;
+  int8_t* xq = nullptr;
+  float* sx = nullptr;
+};
+
+RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
+                     const DebugOut& dbg, bool profile = false);
+
+std::map<std::string, bool> cpu_features();
+bool cpu_supports_isa(const std::string& isa);
+void set_threads(int n);
+int get_threads();
+std::string openmp_runtime();
+// int8 GOPS of a tight multiply-add loop on `threads` threads (0: get_threads()), by the wall
+// clock; with cpu_time, on the calling thread alone by its CPU clock (robust on a shared machine).
+double measure_peak(const std::string& isa, double seconds, int threads, bool cpu_time);
+
+}  // namespace bertqa

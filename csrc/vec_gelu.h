@@ -1,0 +1,79 @@
+// vec_gelu.h: exact (erf) GELU on 16 (AVX-512) or 8 (AVX2) fp32 lanes, fused into the GEMM store.
+//
+//   gelu(y) = y * Phi(y),  z = |y| / sqrt(2),  h = erfc(z) / 2,  Phi = (y >= 0) ? 1 - h : h
+//   erfc(z) = exp(-z^2) * R(t),  t = 1 / (1 + z/2),  R a degree-9 polynomial fitted by
+//   csrc/fit_gelu_erfc.py (relative error ~4e-7 in fp32), exp by Cody-Waite reduction and a
+//   degree-7 Taylor polynomial. Taking the tail from erfc keeps y < 0 accurate relative to the
+//   tiny result; for y >= 0 the error is ~2e-7 * |y|. Included only by the ISA files, after
+//   <immintrin.h>; the functions are static so no other translation unit can pick them up.
+#pragma once
+
+#include "simd.h"
+
+namespace bertqa {
+namespace vec_gelu {
+
+constexpr float kR[10] = {-7.845733424e-06f, 2.822605320e-01f, 2.807443047e-01f,
+                          2.515767118e-01f,  1.757294532e-01f, 2.800084485e-02f,
+                          2.073377452e-01f,  -4.305871590e-01f, 2.590737764e-01f,
+                          -5.412839379e-02f};
+constexpr float kExp[8] = {1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720,
+                           1.0f / 5040};
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693145751953125f;         // few mantissa bits: n * kLn2Hi is exact
+constexpr float kLn2Lo = 1.428606765330187045e-06f;
+constexpr float kExpMin = -87.0f;                    // exp(-87) is still a normal fp32
+constexpr float kRsqrt2 = 0.70710678118654752f;
+
+}  // namespace vec_gelu
+
+__attribute__((target("avx512f,avx512dq,fma"))) static inline __m512 gelu_avx512(__m512 y) {
+  using namespace vec_gelu;
+  const __m512 z = _mm512_mul_ps(_mm512_abs_ps(y), _mm512_set1_ps(kRsqrt2));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), one));
+  __m512 r = _mm512_set1_ps(kR[9]);
+  for (int i = 8; i >= 0; --i) r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(kR[i]));
+  // exp(-z^2)
+  const __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z)),
+                                 _mm512_set1_ps(kExpMin));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), f);
+  __m512 p = _mm512_set1_ps(kExp[7]);
+  for (int i = 6; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp[i]));
+  const __m512 e = _mm512_scalef_ps(p, n);
+  const __m512 h = _mm512_mul_ps(_mm512_mul_ps(e, r), _mm512_set1_ps(0.5f));
+  const __mmask16 nonneg = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GE_OQ);
+  const __m512 phi = _mm512_mask_sub_ps(h, nonneg, one, h);
+  return _mm512_mul_ps(y, phi);
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 gelu_avx2(__m256 y) {
+  using namespace vec_gelu;
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign, y), _mm256_set1_ps(kRsqrt2));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), one));
+  __m256 r = _mm256_set1_ps(kR[9]);
+  for (int i = 8; i >= 0; --i) r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(kR[i]));
+  const __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)),
+                                 _mm256_set1_ps(kExpMin));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 f = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  f = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), f);
+  __m256 p = _mm256_set1_ps(kExp[7]);
+  for (int i = 6; i >= 0; --i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp[i]));
+  // 2^n for n in [-126, 0]: the exponent field (n + 127) << 23
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  const __m256 h = _mm256_mul_ps(_mm256_mul_ps(e, r), _mm256_set1_ps(0.5f));
+  const __m256 nonneg = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GE_OQ);
+  const __m256 phi = _mm256_blendv_ps(h, _mm256_sub_ps(one, h), nonneg);
+  return _mm256_mul_ps(y, phi);
+}
+
+}  // namespace bertqa

@@ -1,0 +1,233 @@
+"""Backend 'customcpu' beyond the parity suite: ISA selection (probes patched), the named
+fallbacks, threads, the fused GELU's accuracy, and the extension's contract (no torch, no copies).
+The bit-exactness of every ISA path is in test_backend_parity.py."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bertqa.backends import customcpu, load_backend
+from bertqa.backends.base import RunStats
+from bertqa.errors import TargetUnavailable
+from bertqa.quant import reference as ref
+from bertqa.quant.linear import linear_weights
+from bertqa.quant.spec import QuantSpec
+
+backend = load_backend("customcpu")
+built, why_not = backend.available()
+needs_native = pytest.mark.skipif(not built, reason=f"customcpu: {why_not}")
+FEATURES = customcpu.cpu_features() if built else {}
+
+
+def isa_param(isa):
+    lacks = not FEATURES.get(isa)
+    return pytest.param(isa, marks=pytest.mark.skipif(lacks, reason=f"this CPU lacks {isa}"))
+
+
+ALL_ISAS = [isa_param(isa) for isa in customcpu.ISA_PATHS]
+
+
+@pytest.fixture
+def forced(request):
+    yield lambda isa: backend.set_isa(isa)
+    backend.set_isa(None)
+
+
+def int_layer(k, n, seed=0, gelu=False, spec=None):
+    g = torch.Generator().manual_seed(seed)
+    return linear_weights(torch.randn(n, k, generator=g), torch.randn(n, generator=g),
+                          spec or QuantSpec(shift=9), "int", name="layer", gelu=gelu)
+
+
+# -- choosing the ISA path ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("features,expected", [
+    ({"avx512vnni": True, "avx2": True, "scalar": True}, "avx512vnni"),
+    ({"avx512vnni": False, "avx2": True, "scalar": True}, "avx2"),
+    ({"avx512vnni": False, "avx2": False, "scalar": True}, "scalar"),
+])
+def test_best_isa_from_the_probe(monkeypatch, features, expected):
+    monkeypatch.setattr(customcpu, "cpu_features", lambda: features)
+    monkeypatch.delenv(customcpu.ISA_ENV, raising=False)
+    assert customcpu.select_isa() == expected
+
+
+def test_isa_forced_by_env_and_refused_when_missing(monkeypatch):
+    monkeypatch.setattr(customcpu, "cpu_features",
+                        lambda: {"avx512vnni": False, "avx2": True, "scalar": True})
+    monkeypatch.setenv(customcpu.ISA_ENV, "scalar")
+    assert customcpu.select_isa() == "scalar"
+    monkeypatch.setenv(customcpu.ISA_ENV, "avx512vnni")
+    with pytest.raises(TargetUnavailable, match="avx512vnni"):
+        customcpu.select_isa()
+    if built:                                      # available() says why, naming the path
+        ok, reason = customcpu.CustomCPUBackend().available()
+        assert not ok and "avx512vnni" in reason
+    with pytest.raises(ValueError, match="unknown ISA"):
+        customcpu.select_isa("neon")
+
+
+def test_not_built_is_reported_not_raised(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'bertqa._native'")
+    monkeypatch.setattr(customcpu, "native", missing)
+    fresh = customcpu.CustomCPUBackend()
+    ok, reason = fresh.available()
+    assert not ok and reason.startswith("native extension not built: ")
+    assert not fresh.supports(4, 64, 64) and "not built" in fresh.describe()
+
+
+@needs_native
+def test_native_refuses_a_path_the_cpu_lacks():
+    lacking = [isa for isa in customcpu.ISA_PATHS if not FEATURES.get(isa)]
+    if not lacking:
+        pytest.skip("this CPU runs every path")
+    lw = int_layer(8, 4)
+    with pytest.raises(ValueError, match="cannot run"):
+        customcpu.native().pack(lw.wq.numpy(), lw.sw.numpy(), None, 0, "tensor", "int16", False,
+                                lacking[0])
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_describe_names_the_path(forced, isa):
+    forced(isa)
+    assert f"{isa} path" in backend.describe()
+    assert backend.prepare(int_layer(8, 4)).packed.isa == isa
+
+
+# -- named fallbacks ---------------------------------------------------------------------------
+
+@needs_native
+@pytest.mark.skipif(not FEATURES.get("avx512vnni"), reason="this CPU lacks avx512vnni")
+def test_k_beyond_the_vnni_offset_bound_falls_back_by_name(forced):
+    forced("avx512vnni")
+    k = customcpu.native().MAX_K_AVX512VNNI + 3
+    lw = int_layer(k, 3, spec=QuantSpec(requant="int32"))
+    handle = backend.prepare(lw)
+    assert "fallback" in handle.packed.path and handle.packed.isa != "avx512vnni"
+    x = torch.randn(2, k)
+    d = backend.run_debug(handle, x)
+    _, p = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, 0, "tensor", "int32")
+    assert torch.equal(d["acc"], p["acc"])
+
+
+@needs_native
+def test_k_beyond_the_spec_is_not_supported():
+    k = customcpu.native().MAX_K + 1
+    assert backend.supports(4, 1024, 1024) and not backend.supports(4, k, 8)
+    with pytest.raises(ValueError, match="overflow"):
+        customcpu.native().pack(np.zeros((2, k), np.int8), np.ones(2, np.float32), None, 0,
+                                "tensor", "int16", False, "scalar")
+
+
+# -- threads -----------------------------------------------------------------------------------
+
+@needs_native
+@pytest.mark.parametrize("isa", ALL_ISAS)
+@pytest.mark.parametrize("m,k,n", [(67, 515, 200), (1, 2048, 1100), (130, 1030, 97)])
+def test_threads_do_not_change_the_result(forced, isa, m, k, n):
+    forced(isa)
+    lw = int_layer(k, n, spec=QuantSpec(acts="row", shift=8))
+    handle = backend.prepare(lw)
+    x = torch.randn(m, k)
+    nat = customcpu.native()
+    try:
+        outs = []
+        for threads in (1, 2):
+            nat.set_threads(threads)
+            outs.append(backend.run_debug(handle, x))
+    finally:
+        nat.set_threads(0)
+    for key in ("xq", "acc", "q", "y"):
+        assert torch.equal(outs[0][key], outs[1][key]), key
+    _, p = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, "row", "int16")
+    assert torch.equal(outs[1]["q"], p["q"])
+
+
+@needs_native
+def test_kernel_shares_torchs_openmp_runtime():
+    torch_gomp = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
+    if not os.path.exists(torch_gomp):
+        pytest.skip("this torch build bundles no libgomp.so.1")
+    runtime = customcpu.native().openmp_runtime()
+    assert os.path.realpath(runtime) == os.path.realpath(torch_gomp), runtime
+
+
+@needs_native
+def test_set_threads_sets_torch_and_kernel():
+    before = torch.get_num_threads()
+    try:
+        customcpu.set_threads(1)
+        assert torch.get_num_threads() == 1 and customcpu.native().get_threads() == 1
+    finally:
+        customcpu.set_threads(before)
+        customcpu.native().set_threads(0)
+
+
+# -- fused GELU accuracy -----------------------------------------------------------------------
+
+@needs_native
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_fused_gelu_matches_erf_gelu(isa):
+    # W = ones [19, 1] with per-row activation scales: every column of row m is y = x[m]
+    fused = backend.configure(gelu="fused")
+    fused.set_isa(isa)
+    assert "fused GELU" in fused.describe()
+    spec = QuantSpec(acts="row", requant="int32")
+    x = torch.linspace(-14, 14, 5601).reshape(-1, 1)
+    y = fused.run(fused.prepare(linear_weights(torch.ones(19, 1), None, spec, "int")), x,
+                  RunStats()).double()
+    g = fused.run(fused.prepare(linear_weights(torch.ones(19, 1), None, spec, "int", gelu=True)),
+                  x, RunStats()).double()
+    exact = y * 0.5 * (1 + torch.special.erf(y / math.sqrt(2)))
+    err = (g - exact).abs()
+    assert (err <= 3e-7 * y.abs() + 1e-9).all(), float((err / y.abs().clamp_min(1e-9)).max())
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_default_gelu_is_bit_identical_to_the_reference(forced, isa):
+    """y is the reference's bit for bit, and torch's GELU after it: whole models then answer
+    exactly as cpu-reference and aie do."""
+    forced(isa)
+    lw = int_layer(300, 130, gelu=True, spec=QuantSpec(weights="channel", acts="row", shift=7))
+    x = torch.randn(19, 300)
+    y_ref, _ = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, "row", "int16")
+    handle = backend.prepare(lw)
+    assert torch.equal(backend.run(handle, x, RunStats()), torch.nn.functional.gelu(y_ref))
+    assert torch.equal(backend.run_debug(handle, x)["y"], torch.nn.functional.gelu(y_ref))
+
+
+def test_configure_rejects_unknown_options():
+    with pytest.raises(TargetUnavailable):
+        customcpu.CustomCPUBackend().configure(gelu="tanh")
+    with pytest.raises(TargetUnavailable):
+        customcpu.CustomCPUBackend().configure(aie_device="npu")
+
+
+# -- the extension's contract ------------------------------------------------------------------
+
+@needs_native
+def test_extension_links_no_torch():
+    with open(customcpu.native().__file__, "rb") as f:
+        image = f.read()
+    assert b"libtorch" not in image and b"libc10" not in image
+
+
+@needs_native
+def test_no_silent_copies_of_inputs_or_outputs():
+    handle = backend.prepare(int_layer(16, 8))
+    x, y = np.ones((3, 16), np.float32), np.empty((3, 8), np.float32)
+    with pytest.raises(TypeError):
+        handle.packed.run(x.astype(np.float64), y)                  # would need a conversion
+    with pytest.raises(TypeError):
+        handle.packed.run(np.ones((3, 32), np.float32)[:, ::2], y)  # not contiguous
+    with pytest.raises(TypeError):
+        handle.packed.run(x, np.empty((8, 3), np.float32).T)        # output not contiguous
+    handle.packed.run(x, y)
+    assert np.isfinite(y).all()
