@@ -118,7 +118,8 @@ def prepare_saved(path: Path, target: str | None, spec: QuantSpec | None, backen
     missing = [k for k in others if k not in weights.entries]
     if missing:
         raise ModelError(f"{weights.path} lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    state = {k: weights.get(k).to(torch.float32) for k in others}
+    # mapped, not read: every saved tensor is kept, so a read would only add a copy and time
+    state = {k: weights.map(k).to(torch.float32) for k in others}
     try:
         model.load_state_dict(state, assign=True, strict=False)
     except RuntimeError as e:
@@ -126,7 +127,7 @@ def prepare_saved(path: Path, target: str | None, spec: QuantSpec | None, backen
 
     def build_nodes(m, chosen):
         try:
-            nodes_from_state(m, weights.get, set(weights.entries), manifest["layers"], manifest["spec"], chosen)
+            nodes_from_state(m, weights.map, set(weights.entries), manifest["layers"], manifest["spec"], chosen)
         except SavedNodeError as e:
             raise ModelError(f"{path}: {e}") from None
     prepared = prepare_target(model.eval(), target or manifest["target"], "int", manifest["spec"],

@@ -134,3 +134,14 @@ def test_reader_names_a_truncated_file(tmp_path):
     (tmp_path / "z.safetensors").write_bytes(b"\xff" * 16)
     with pytest.raises(ModelError, match="not a safetensors file"):
         SafetensorsFile(tmp_path / "z.safetensors")
+
+
+def test_mapped_tensors_equal_read_ones_and_survive_a_rewrite(tmp_path):
+    path = tmp_path / "m.safetensors"
+    tensors = {"w": torch.arange(-60, 60, dtype=torch.int8).reshape(4, 30), "s": torch.rand(4), "e": torch.zeros(0)}
+    write_safetensors(path, tensors)
+    f = SafetensorsFile(path)
+    mapped = {n: f.map(n) for n in f.names}
+    assert all(torch.equal(mapped[n], f.get(n)) and torch.equal(mapped[n], t) for n, t in tensors.items())
+    write_safetensors(path, {"w": torch.zeros(4, 30, dtype=torch.int8)})     # renamed into place
+    assert torch.equal(mapped["w"], tensors["w"]) and not (tmp_path / "m.safetensors.partial").exists()

@@ -13,6 +13,8 @@ model can be quantized layer by layer from a checkpoint larger than the memory i
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import struct
 import sys
 from pathlib import Path
@@ -31,8 +33,9 @@ assert sys.byteorder == "little", "safetensors data is little-endian; this reade
 
 
 class SafetensorsFile:
-    """Name -> tensor over one .safetensors file: `names`, `shape(name)`, `dtype(name)`, and
-    `get(name)`, which reads that tensor's bytes into a new tensor of the file's dtype."""
+    """Name -> tensor over one .safetensors file: `names`, `shape(name)`, `dtype(name)`,
+    `get(name)`, which reads that tensor's bytes into a new tensor of the file's dtype, and
+    `map(name)`, a view of the file."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -50,6 +53,7 @@ class SafetensorsFile:
         for name, entry in header.items():
             self._check_entry(name, entry)
         self.names = list(header)
+        self._mapping = None
 
     def _check_entry(self, name: str, entry) -> None:
         try:
@@ -73,27 +77,49 @@ class SafetensorsFile:
 
     def get(self, name: str) -> torch.Tensor:
         """A new tensor holding `name`'s bytes (not a view of the file, not shared)."""
+        entry = self._entry(name)
+        begin, end = entry["data_offsets"]
+        tensor = torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]])
+        view, done = _as_bytes(tensor), 0   # read straight into the tensor: pages written once
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self.data_start + begin)
+            while done < end - begin:           # one read() returns at most ~2 GiB
+                got = f.readinto(view[done:])
+                if not got:
+                    raise ModelError(f"{self.path} is truncated: tensor {name!r} needs "
+                                     f"{end - begin} bytes, {done} are there")
+                done += got
+        return tensor
+
+    def map(self, name: str) -> torch.Tensor:
+        """`name` as a copy-on-write view of the file (mmap): nothing is read until it is used,
+        and the pages it uses stay resident as long as the tensor lives. For tensors that are
+        kept (a saved int8 model), where reading them would only add a copy."""
+        entry = self._entry(name)
+        begin, end = entry["data_offsets"]
+        dtype = DTYPES[entry["dtype"]]
+        if end == begin:
+            return torch.empty(entry["shape"], dtype=dtype)
+        if self._mapping is None:
+            with open(self.path, "rb") as f:
+                self._mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        if self.data_start + end > len(self._mapping):
+            raise ModelError(f"{self.path} is truncated: tensor {name!r} ends past the end of the file")
+        return torch.frombuffer(self._mapping, dtype=dtype, offset=self.data_start + begin,
+                                count=(end - begin) // dtype.itemsize).reshape(entry["shape"])
+
+    def _entry(self, name: str) -> dict:
         if name not in self.entries:
             raise ModelError(f"{self.path} has no tensor {name!r}")
-        entry = self.entries[name]
-        begin, end = entry["data_offsets"]
-        buf = bytearray(end - begin)
-        with open(self.path, "rb") as f:
-            f.seek(self.data_start + begin)
-            got = f.readinto(buf)
-        if got != len(buf):
-            raise ModelError(f"{self.path} is truncated: tensor {name!r} needs {len(buf)} bytes, "
-                             f"{got} are there")
-        dtype, shape = DTYPES[entry["dtype"]], entry["shape"]
-        if not buf:
-            return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+        return self.entries[name]
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
                       metadata: dict[str, str] | None = None) -> None:
     """Write `tensors` (CPU, any DTYPES dtype) as one .safetensors file, tensor by tensor from
-    their own memory: no second copy of the whole set is ever made."""
+    their own memory: no second copy of the whole set is ever made. The file is written under
+    a temporary name and renamed into place, so that a process that maps the old file (see
+    SafetensorsFile.map) keeps reading the old contents."""
     header, offset = {}, 0
     for name, t in tensors.items():
         assert t.dtype in DTYPE_NAMES, f"{name}: dtype {t.dtype} has no safetensors name"
@@ -105,12 +131,14 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)                       # the data starts 8-byte aligned
-    with open(path, "wb") as f:
+    partial = Path(f"{path}.partial")
+    with open(partial, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for t in tensors.values():
             if t.numel():
                 f.write(_as_bytes(t))
+    os.replace(partial, path)
 
 
 def _as_bytes(t: torch.Tensor) -> memoryview:
