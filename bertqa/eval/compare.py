@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ def answer_questions(qa, questions: Sequence[SquadQuestion], v2: bool, batch: in
     header = qa.header()
     run = Run(desc, qa.target, qa.precision, header["quantization"], {}, batch=batch,
               info={"model": header["model"], "backend": header["linear backend"],
-                    "threads": header["threads"]})
+                    "threads": header["threads"], "load_avg_1m": [load_average()]})
     with tqdm(total=len(questions), desc=desc, unit="q", file=sys.stderr, disable=not progress,
               dynamic_ncols=True) as bar:
         for start in range(0, len(questions), batch):
@@ -120,7 +121,16 @@ def answer_questions(qa, questions: Sequence[SquadQuestion], v2: bool, batch: in
                 if v2:
                     run.na_scores[q.id] = na
             bar.update(len(chunk))
+    run.info["load_avg_1m"].append(load_average())
     return run
+
+
+def load_average() -> float | None:
+    """The OS's 1-minute load average: on a shared machine, how far to trust the latencies."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def run_configs(configs: Sequence[Config], data: SquadSet, load: Callable[[Config], object],

@@ -82,6 +82,8 @@ def _describe(row: dict) -> str:
         parts.append(row["spec"])
     if row.get("load_s") is not None:
         parts.append(f"loaded in {row['load_s']:.1f} s")
+    if None not in row.get("load_avg_1m", [None]):
+        parts.append("load average {:.1f} at start, {:.1f} at end".format(*row["load_avg_1m"]))
     if row.get("missing"):
         parts.append(f"{row['missing']} questions without a prediction (scored 0)")
     return "; ".join(parts)
@@ -143,6 +145,7 @@ def write_plot(path: str | Path, rows: list[dict], meta: dict) -> bool:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     xs, ys = [r["latency_ms_p50"] for r in points], [r["f1"] for r in points]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
@@ -152,14 +155,14 @@ def write_plot(path: str | Path, rows: list[dict], meta: dict) -> bool:
     for i, (r, x, y) in enumerate(zip(points, xs, ys)):
         marker = "s" if r["precision"] == "int" else "o"
         ax.scatter([x], [y], s=70, marker=marker, color=f"C{i}", zorder=3, edgecolor="black", lw=0.5)
-        ax.annotate(f"{r['label']}\nF1 {y:.2f}, p50 {x:.0f} ms", (x, y), xytext=(8, 10 if i % 2 else -22),
-                    textcoords="offset points", fontsize=9)
     if max(xs) / min(xs) > 8:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlim(min(xs) / 1.8, max(xs) * 3.0)
+    else:
+        ax.set_xlim(0, max(xs) * 1.45)
     lo, hi = min(min(ys), ref - 1.0), max(ys)
-    ax.set_ylim(lo - 0.6 * (hi - lo + 0.5), hi + 0.6 * (hi - lo + 0.5))
-    ax.set_xlim(min(xs) / 1.6, max(xs) * 2.2) if ax.get_xscale() == "log" else \
-        ax.set_xlim(0, max(xs) * 1.35)
+    ax.set_ylim(lo - 0.5 * (hi - lo + 0.5), hi + 0.5 * (hi - lo + 0.5))
     mode = "" if meta["latency"] == "per question" else f" ({meta['latency']})"
     ax.set_xlabel(f"median latency per question, ms{mode}")
     ax.set_ylabel("F1 (%)")
@@ -169,6 +172,39 @@ def write_plot(path: str | Path, rows: list[dict], meta: dict) -> bool:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
+    labels = [f"{r['label']}\nF1 {y:.2f}, p50 {x:.0f} ms" for r, x, y in zip(points, xs, ys)]
+    _place_labels(fig, ax, labels, list(zip(xs, ys)))
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+# label offsets in points, tried in order: right above, right below, left above, left below, further out
+_OFFSETS = [(9, 5, "left", "bottom"), (9, -5, "left", "top"), (-9, 5, "right", "bottom"),
+            (-9, -5, "right", "top"), (9, 22, "left", "bottom"), (9, -22, "left", "top"),
+            (-9, 22, "right", "bottom"), (-9, -22, "right", "top")]
+
+
+def _place_labels(fig, ax, labels: list[str], xy: list[tuple[float, float]]) -> None:
+    """Annotate each point at the first offset whose text box stays inside the axes and clear of
+    the other points and the labels already placed."""
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    marks = [ax.transData.transform(p) for p in xy]
+    taken = []
+    for text, point in zip(labels, xy):
+        for dx, dy, ha, va in _OFFSETS:
+            ann = ax.annotate(text, point, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                              fontsize=9)
+            box = ann.get_window_extent(renderer).expanded(1.05, 1.1)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            clear = not any(box.overlaps(t) for t in taken) and \
+                not any(box.contains(mx, my) for mx, my in marks)
+            if inside and clear:
+                break
+            ann.remove()
+        else:                                  # no free place: the first one, overlap and all
+            ann = ax.annotate(text, point, xytext=_OFFSETS[0][:2], textcoords="offset points",
+                              fontsize=9)
+            box = ann.get_window_extent(renderer)
+        taken.append(box)
