@@ -12,6 +12,7 @@ import torch
 
 from bertqa.data.readers import builtin_stories
 from bertqa.errors import ModelUnavailable
+from bertqa.model.bert import BertForQA
 from bertqa.model.loading import BUNDLED_DIR, DEFAULT_MODEL, load_model, resolve_model
 from bertqa.qa.decode import Answer
 from bertqa.qa.pipeline import QAOptions, QAPipeline
@@ -89,10 +90,12 @@ class QAModel:
 
 def load(model: str | None = None, target: str = "cpu", precision: str = "fp",
          spec: QuantSpec | str | None = None, threads: int | None = None, backend: str | None = None,
-         options: QAOptions | None = None, fallback_to_bundled: bool = False) -> QAModel:
+         options: QAOptions | None = None, fallback_to_bundled: bool = False,
+         aie_device: str | None = None) -> QAModel:
     """Load `model` (None: the seed's BERT-large from the hub cache; 'bundled'; a directory; a hub
     id) and prepare it for target/precision. With fallback_to_bundled, an unreachable default
-    model falls back to the bundled minilm-l6-squad and a note says so."""
+    model falls back to the bundled minilm-l6-squad and a note says so. `aie_device` ('auto',
+    'emulator' or 'npu'; None means auto) picks what runs --target aie's tiles."""
     notes = []
     try:
         model_dir = resolve_model(model)
@@ -102,18 +105,30 @@ def load(model: str | None = None, target: str = "cpu", precision: str = "fp",
         notes.append(f"{e}; using the bundled model {BUNDLED_DIR.name} instead "
                      "(choose another with --model DIR_OR_HUB_ID)")
         model_dir = BUNDLED_DIR
+    name = BUNDLED_DIR.name if model_dir == BUNDLED_DIR else (model or DEFAULT_MODEL)
+    return from_module(load_model(model_dir), model_dir, name, target, precision, spec, threads,
+                       backend, options, notes, aie_device)
+
+
+def from_module(net: BertForQA, model_dir: Path, name: str, target: str = "cpu",
+                precision: str = "fp", spec: QuantSpec | str | None = None,
+                threads: int | None = None, backend: str | None = None,
+                options: QAOptions | None = None, notes: list[str] | None = None,
+                aie_device: str | None = None) -> QAModel:
+    """A QAModel around an fp32 BertForQA built in code (e.g. `random_model(BertConfig.bert_large())`
+    for speed tests), with the tokenizer of `model_dir`, prepared for target/precision."""
     threads = set_threads(threads)
     options = options or QAOptions()
     tokenizer = Tokenizer(model_dir)
-    net = load_model(model_dir)
+    assert tokenizer.tok.get_vocab_size() <= net.config.vocab_size, \
+        f"the tokenizer of {model_dir} has more tokens than the model's vocab_size {net.config.vocab_size}"
     n_params = sum(p.numel() for p in net.parameters())
     if isinstance(spec, str):
         spec = QuantSpec.parse(spec)
     prepared = prepare_target(net, target, precision, spec, calibration_runner(tokenizer, options),
-                              backend)
+                              backend, backend_options={"aie_device": aie_device} if aie_device else None)
     set_threads(threads)
-    name = BUNDLED_DIR.name if model_dir == BUNDLED_DIR else (model or DEFAULT_MODEL)
-    return QAModel(prepared, tokenizer, name, model_dir, options, n_params, threads, notes)
+    return QAModel(prepared, tokenizer, name, model_dir, options, n_params, threads, list(notes or []))
 
 
 def timed_answer(qa: QAModel, question: str, context: str, **kwargs):

@@ -1,4 +1,4 @@
-"""The command line: `bertqa {demo,eval,profile}`; `python run.py` is `bertqa demo`.
+"""The command line: `bertqa {demo,serve,bench,eval,profile}`; `python run.py` is `bertqa demo`.
 
 A thin layer: each subcommand is a short function over the library API. Errors the user can
 fix (BertQAError, bad option values) print one line and exit 2, never a traceback.
@@ -36,6 +36,9 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
                         "weights=tensor|channel,acts=tensor|row,requant=int16|int32,shift=N")
     g.add_argument("--backend", default=None, help="force one Linear backend for a custom target")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and the kernels")
+    g.add_argument("--aie-device", choices=("auto", "emulator", "npu"), default=None,
+                   help="with --target aie: run the tiles on the NPU or on the tile-exact emulator "
+                        "(default auto: the NPU where one is found)")
     q = p.add_argument_group("question answering")
     q.add_argument("--max-seq-len", type=int, default=384)
     q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by consecutive windows")
@@ -72,7 +75,7 @@ def load_from_args(args, fallback_to_bundled: bool = False):
         raise BertQAError(f"--threads must be >= 1, got {args.threads}")
     return bertqa.load(model=args.model, target=args.target, precision=args.precision, spec=spec,
                        threads=args.threads, backend=args.backend, options=qa_options(args),
-                       fallback_to_bundled=fallback_to_bundled)
+                       fallback_to_bundled=fallback_to_bundled, aie_device=args.aie_device)
 
 
 def print_header(qa, title: str) -> None:
@@ -138,6 +141,141 @@ def print_layer_report(qa) -> None:
     for r in rows:
         print(f"{r['name']:34} {r['K']:5} {r['N']:5} {r['shift']:5} {r['saturated']:9} "
               f"{r['sat_rate']:8.2e} {r['seconds'] * 1e3:8.1f}")
+    device_rows = [(r["name"], r["device"]) for r in rows if "device" in r]
+    if device_rows:
+        print_device_report(device_rows)
+
+
+def print_device_report(rows) -> None:
+    """The AIE device's work per layer: tile M x K x N, tile invocations, MACs wasted on padding,
+    bytes moved (activations in, results out per run; weights once)."""
+    print(f"\n{'layer':34} {'tile':>13} {'tiles':>8} {'MACs':>9} {'wasted':>6} "
+          f"{'in KB':>9} {'out KB':>9} {'W KB':>7}")
+    total = dict(tiles=0, useful_macs=0, wasted_macs=0, bytes_in=0, bytes_out=0, weight_bytes=0)
+    for name, d in rows:
+        print(f"{name:34} {d['tile']:>13} {d['tiles']:8} {d['useful_macs']:9.2e} {d['waste']:6.1%} "
+              f"{d['bytes_in'] / 1024:9.0f} {d['bytes_out'] / 1024:9.0f} {d['weight_bytes'] / 1024:7.0f}")
+        for key in total:
+            total[key] += d[key]
+    padded = total["useful_macs"] + total["wasted_macs"]
+    print(f"{'total':34} {'':>13} {total['tiles']:8} {total['useful_macs']:9.2e} "
+          f"{total['wasted_macs'] / padded if padded else 0:6.1%} {total['bytes_in'] / 1024:9.0f} "
+          f"{total['bytes_out'] / 1024:9.0f} {total['weight_bytes'] / 1024:7.0f}")
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from bertqa.serve.config import ServeConfig
+    d = ServeConfig()
+    add_model_options(p)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default=d.host,
+                   help="address to listen on (default: loopback only; 0.0.0.0 exposes the server)")
+    g.add_argument("--port", type=int, default=d.port, help="0 picks a free port (printed at start)")
+    g.add_argument("--max-batch", type=int, default=d.max_batch,
+                   help="windows per forward pass across requests; 1 turns dynamic batching off")
+    g.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                   help="how long a batch waits for more requests after its first one")
+    g.add_argument("--max-queue", type=int, default=d.max_queue,
+                   help="requests waiting for the model; more get 503 with Retry-After")
+    g.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per request; then 504")
+    g.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    g.add_argument("--max-question-chars", type=int, default=d.max_question_chars)
+    g.add_argument("--max-context-chars", type=int, default=d.max_context_chars)
+    g.add_argument("--max-windows", type=int, default=d.max_windows, help="windows per request")
+    g.add_argument("--max-items", type=int, default=d.max_items, help="pairs per /v1/answer:batch request")
+    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+@subcommand("serve", "answer questions over HTTP with dynamic batching (needs bertqa[serve])",
+            add_serve_arguments)
+def run_serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise BertQAError(f"bertqa serve needs fastapi and uvicorn ({e.name} is not installed): "
+                          "pip install 'bertqa[serve]'") from None
+    from bertqa.serve.app import serve
+    from bertqa.serve.config import ServeConfig
+    try:
+        config = ServeConfig(host=args.host, port=args.port, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             timeout_s=args.timeout_s, max_body_bytes=args.max_body_bytes,
+                             max_question_chars=args.max_question_chars,
+                             max_context_chars=args.max_context_chars,
+                             max_windows=args.max_windows, max_items=args.max_items)
+    except ValueError as e:
+        raise BertQAError(str(e)) from None
+    qa = load_from_args(args)
+    print_header(qa, "bertqa serve")
+    serve(qa, config, args.log_level)
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------------------
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seq", default="384,128", help="sequence lengths, comma-separated")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds per sequence length")
+    p.add_argument("--configs", default=",".join(CONFIG_NAMES),
+                   help="which of " + ", ".join(CONFIG_NAMES))
+    p.add_argument("--layers", type=int, default=None, help="encoder layers (default: BERT-large's 24)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-gemm", action="store_true", help="skip the int8 GEMM table")
+    p.add_argument("--no-model", action="store_true", help="skip the whole-model table")
+
+
+CONFIG_NAMES = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", "customcpu-int")
+
+
+@subcommand("bench", "BERT-large shapes: torch fp32 / dynamic int8 / ONNX Runtime int8 / customcpu, "
+            "and the int8 GEMM against the machine's peak", add_bench_arguments)
+def run_bench(args) -> int:
+    import torch
+    from bertqa.bench.model_bench import format_model_table, run_model_bench
+    from bertqa.model.bert import BertConfig
+    if args.threads is not None and args.threads < 1:
+        raise BertQAError(f"--threads must be >= 1, got {args.threads}")
+    threads = args.threads or torch.get_num_threads()
+    try:
+        seqs = [int(s) for s in args.seq.split(",")]
+    except ValueError:
+        raise BertQAError(f"--seq takes comma-separated integers, got {args.seq!r}") from None
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = sorted(set(configs) - set(CONFIG_NAMES))
+    if unknown or not configs or any(not 8 <= s <= 512 for s in seqs):
+        raise BertQAError(f"--configs must name some of {', '.join(CONFIG_NAMES)} and --seq lie in "
+                          f"8..512 (got configs {configs}, seq {seqs})")
+    config = BertConfig.bert_large()
+    if args.layers:
+        config.num_hidden_layers = args.layers
+    label = f"BERT-large shapes ({config.num_hidden_layers} layers, hidden {config.hidden_size}), random weights"
+    print(f"bertqa bench on {cpu_name()}")
+    if not args.no_model:
+        results = run_model_bench(config, seqs, args.repeats, configs, threads)
+        print(format_model_table(results, label, threads))
+    if not args.no_gemm:
+        try:
+            from bertqa.bench.gemm import print_gemm_table, run_gemm_bench
+        except ImportError as e:
+            print(f"\nint8 GEMM table skipped: {e}")
+        else:
+            print()
+            print_gemm_table(run_gemm_bench(threads=threads))
+    return 0
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
 
 
 # -- eval ---------------------------------------------------------------------------------------

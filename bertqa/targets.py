@@ -19,7 +19,7 @@ from torch import nn
 
 from bertqa.backends import REGISTRY, load_backend
 from bertqa.errors import TargetUnavailable
-from bertqa.quant import QuantSpec, custom_nodes, quantize_model
+from bertqa.quant import QuantSpec, custom_nodes, flush_stats, quantize_model
 
 TARGETS = ("cpu", "customcpu", "aie", "gpu")
 PRECISIONS = ("fp", "int")
@@ -75,26 +75,37 @@ def torch_dynamic_int8(model: nn.Module) -> nn.Module:
 
 def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpec | None = None,
                    calibrate: Callable[[nn.Module], None] | None = None,
-                   backend: str | None = None, fuse_gelu: bool = True) -> Prepared:
-    """Turn an fp32 model into the model for target/precision (in place where possible)."""
+                   backend: str | None = None, fuse_gelu: bool = True,
+                   backend_options: dict | None = None) -> Prepared:
+    """Turn an fp32 model into the model for target/precision (in place where possible).
+    `backend_options` go to the chosen backend's `configure` (e.g. {'aie_device': 'emulator'})."""
     if target not in TARGETS:
         raise TargetUnavailable(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if precision not in PRECISIONS:
         raise TargetUnavailable(f"unknown precision {precision!r}; choose fp or int")
     if target == "cpu":
-        if backend:
-            raise TargetUnavailable("--backend applies to the custom targets, not --target cpu")
+        if backend or backend_options:
+            what = "--backend" if backend else "backend options (" + ", ".join(backend_options) + ")"
+            raise TargetUnavailable(f"{what} apply to the custom targets, not --target cpu")
         if precision == "fp":
             return Prepared(model, target, precision, "PyTorch fp32 (torch.nn.Linear)")
         return Prepared(torch_dynamic_int8(model), target, precision,
                         "PyTorch dynamic int8 (torch.ao quantize_dynamic)")
     chosen, notes = choose_backend(target, backend)
-    spec = (spec or QuantSpec()) if precision == "int" else None
+    if precision not in chosen.precisions:
+        raise TargetUnavailable(f"--target {target} (backend {chosen.name}) computes --precision "
+                                f"{' or '.join(chosen.precisions)} only, not {precision}")
+    chosen = chosen.configure(**(backend_options or {}))
+    spec = (spec or QuantSpec.default()) if precision == "int" else None
     prepare = getattr(chosen, "prepare_model", None)          # a backend may move the model first
     if prepare is not None:
         model = prepare(model)
-    quantize_model(model, precision, chosen.name, spec, calibrate, fuse_gelu=fuse_gelu)
-    label = chosen.describe() + ("" if precision == "int" else ", fp32 compute")
+    quantize_model(model, precision, chosen, spec, calibrate, fuse_gelu=fuse_gelu)
+    finish = getattr(chosen, "finish_model", None)             # e.g. to the GPU, CUDA graphs
+    if finish is not None:
+        model = finish(model)
+    compute = getattr(chosen, "fp_compute", "fp32")
+    label = chosen.describe() + ("" if precision == "int" else f", {compute} compute")
     return Prepared(model, target, precision, label, spec, notes,
                     device=getattr(chosen, "device", "cpu"))
 
@@ -102,10 +113,13 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
 def int8_layer_report(model: nn.Module) -> list[dict]:
     """Per custom node: name, K, N, shift, saturation count and rate, time in the backend."""
     rows = []
+    flush_stats(model)                                         # counters kept on a device
     for node in custom_nodes(model):
         lw, st = node.lw, node.stats
         rows.append(dict(name=lw.name, K=lw.in_features, N=lw.out_features,
                          weights=lw.spec.weights if lw.spec else "-", shift=lw.shift,
                          saturated=st.saturated, sat_rate=st.saturated / st.elements if st.elements else 0.0,
                          calls=st.calls, seconds=st.seconds))
+        if hasattr(node.backend, "layer_report"):               # e.g. the AIE tile report
+            rows[-1]["device"] = node.backend.layer_report(node.handle, st)
     return rows

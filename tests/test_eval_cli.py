@@ -6,7 +6,8 @@ import pytest
 from bertqa.cli import main
 from bertqa.eval.compare import parse_configs, Config
 from bertqa.errors import BertQAError
-from shared_data import shared_file
+from bertqa.quant import QuantSpec
+from conftest import shared_file
 from test_eval_data import qa, squad, write
 
 
@@ -72,7 +73,7 @@ def test_eval_compare_end_to_end(tmp_path, capsys):
     assert "3 questions of squad-v1.1-dev-eval.json" in text and "customcpu int" in text
     rows = json.loads((out / "eval.json").read_text())["results"]
     assert [(r["target"], r["precision"]) for r in rows] == [("cpu", "fp"), ("customcpu", "int")]
-    assert rows[1]["spec"] == "w=tensor a=tensor int16 s=calibrated"
+    assert rows[1]["spec"] == QuantSpec.default().label()
     for r in rows:
         assert r["n"] == 3 and 0 <= r["em"] <= r["f1"] <= 100 and 0 <= r["same_answer_pct"] <= 100
         assert 0 < r["latency_ms_p50"] <= r["latency_ms_p90"] <= r["latency_ms_p99"]

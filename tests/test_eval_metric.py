@@ -7,7 +7,7 @@ import pytest
 from bertqa.eval.squad_data import read_predictions, read_squad
 from bertqa.eval.squad_metric import (best_threshold, exact_match, f1, normalize_answer, score_v1,
                                       score_v2)
-from shared_data import shared_file
+from conftest import shared_file
 
 
 @pytest.mark.parametrize("text, normalized", [

@@ -13,6 +13,8 @@ from bertqa.errors import TargetUnavailable
 # name -> "module:Class"
 REGISTRY: dict[str, str] = {
     "cpu-reference": "bertqa.backends.cpu_reference:ReferenceBackend",
+    "aie": "bertqa.backends.aie:AIEBackend",
+    "gpu": "bertqa.backends.gpu:GpuBackend",
 }
 
 _instances: dict = {}

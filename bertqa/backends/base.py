@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bertqa.errors import TargetUnavailable
 from bertqa.quant.spec import QuantSpec
 
 
@@ -44,11 +45,13 @@ class RunStats:
     saturated: int = 0
     seconds: float = 0.0
     parts: dict = field(default_factory=dict)   # e.g. {'quantize': s, 'gemm': s, 'dequant': s}
+    counters: dict = field(default_factory=dict)  # a backend's own event counts (e.g. AIE tiles)
 
     def reset(self):
         self.calls = self.elements = self.saturated = 0
         self.seconds = 0.0
         self.parts.clear()
+        self.counters.clear()
 
 
 class LinearBackend:
@@ -56,6 +59,7 @@ class LinearBackend:
 
     name = "?"
     precisions = ("fp", "int")
+    input_dtypes = (torch.float32,)     # x dtypes `run` takes; others arrive as fp32
 
     def available(self) -> tuple[bool, str]:
         return True, "always available"
@@ -63,13 +67,26 @@ class LinearBackend:
     def supports(self, m: int, k: int, n: int) -> bool:
         return True
 
+    def configure(self, **options) -> "LinearBackend":
+        """The backend set up with target options (e.g. aie_device='emulator'); a backend that
+        takes options returns a new object bound to them. The base takes none."""
+        if options:
+            raise TargetUnavailable(f"option {', '.join(options)} does not apply to backend {self.name!r}")
+        return self
+
     def prepare(self, lw: LinearWeights):
         """Pack the weights once; returns the handle that `run` receives."""
         raise NotImplementedError
 
     def run(self, handle, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
-        """x: [M, K] fp32 contiguous -> y: [M, N] fp32. Adds saturations to stats.saturated."""
+        """x: [M, K] contiguous, fp32 or one of input_dtypes -> y: [M, N], x's dtype.
+        Adds saturations to stats.saturated (or keeps them for `flush`)."""
         raise NotImplementedError
+
+    def flush(self, items: list) -> None:
+        """For [(handle, stats), ...] of this backend's layers: move counters kept on the device
+        (saturations, non-finite flags) into stats, raising NonFiniteActivationError for a layer
+        that saw NaN/Inf. A backend that counts on the host has nothing to do."""
 
     def describe(self) -> str:
         """One line for the CLI header: what runs the GEMMs."""

@@ -152,22 +152,27 @@ class _Checkpoint:
 
 def load_model(path: Path) -> BertForQA:
     """BertForQA with the weights of the checkpoint in `path` (fp32, eval mode)."""
-    config = read_config(path)
     ckpt = _Checkpoint(path)
+    return model_from_tensors(read_config(path), ckpt.names, ckpt.get, str(path))
+
+
+def model_from_tensors(config: BertConfig, names, get, source: str = "checkpoint") -> BertForQA:
+    """Build on `meta`, then assign each tensor get(name) (converted to fp32) by name mapping.
+    Query, key and value are fused as soon as all three of a layer are read."""
     with torch.device("meta"):
         model = BertForQA(config)
     expected = dict(model.state_dict())
     state, pending_qkv = {}, {}
-    for name in ckpt.names:
+    for name in names:
         ours = map_name(name)
         if ours is None:
             continue
-        tensor = ckpt.get(name).to(torch.float32)
+        tensor = get(name).to(torch.float32)
         m = re.fullmatch(r"layers\.(\d+)\.attention\.(query|key|value)\.(weight|bias)", ours)
         if m:
-            pending_qkv.setdefault((m[1], m[3]), {})[m[2]] = tensor
-            parts = pending_qkv[(m[1], m[3])]
-            if len(parts) == 3:   # fuse as soon as the three are read: rows [query; key; value]
+            parts = pending_qkv.setdefault((m[1], m[3]), {})
+            parts[m[2]] = tensor
+            if len(parts) == 3:   # rows [query; key; value]
                 state[f"layers.{m[1]}.attention.qkv.{m[3]}"] = torch.cat(
                     [parts["query"], parts["key"], parts["value"]])
                 del pending_qkv[(m[1], m[3])]
@@ -175,10 +180,10 @@ def load_model(path: Path) -> BertForQA:
         state[ours] = tensor
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise ModelError(f"checkpoint in {path} lacks {len(missing)} tensors, e.g. {missing[:3]}")
+        raise ModelError(f"{source} lacks {len(missing)} tensors, e.g. {missing[:3]}")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ModelError(f"checkpoint tensor for {name} has shape {tuple(tensor.shape)}, "
+            raise ModelError(f"{source}: tensor for {name} has shape {tuple(tensor.shape)}, "
                              f"config.json implies {tuple(expected[name].shape)}")
     model.load_state_dict(state, assign=True)
     return model.eval()

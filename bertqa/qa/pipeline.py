@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from bertqa.qa.decode import Answer, DecodeOptions, decode
-from bertqa.qa.windows import Tokenizer, WindowOptions, check_text, collate, make_windows
+from bertqa.qa.windows import Tokenizer, Window, WindowOptions, check_text, collate, make_windows
 
 MAX_CONTEXT_CHARS = 1_000_000
 MAX_QUESTION_CHARS = 2_000
@@ -27,6 +27,20 @@ class QAOptions:
     def with_decode(self, **changes) -> "QAOptions":
         changes = {k: v for k, v in changes.items() if v is not None}
         return replace(self, decode=replace(self.decode, **changes)) if changes else self
+
+
+def decode_pairs(contexts: Sequence[str], windows: list[Window], logits: list,
+                 decodes: Sequence[DecodeOptions], top_ks: Sequence[int]) -> list[list[Answer]]:
+    """Answers for each (question, context) pair from the logits of its windows; a pair's own
+    decode options and top_k apply to it, so pairs that shared a forward batch need not share
+    them. windows[i].example indexes contexts; logits[i] = (start [S], end [S]) of windows[i]."""
+    assert len(windows) == len(logits), f"{len(windows)} windows but {len(logits)} logits"
+    per_example = [[] for _ in contexts]
+    for w, lg in zip(windows, logits):
+        per_example[w.example].append((w, lg))
+    return [decode(contexts[ex], [w for w, _ in items], [lg[0] for _, lg in items],
+                   [lg[1] for _, lg in items], decodes[ex], top_ks[ex])
+            for ex, items in enumerate(per_example)]
 
 
 def history_text(turns: Sequence[tuple[str, str]] | None, last: int) -> str:
@@ -75,15 +89,8 @@ class QAPipeline:
         opts = options or self.options
         windows = self.windows(questions, contexts, histories, opts)
         logits = self.logits(windows, opts.batch_size)
-        per_example = [[] for _ in questions]
-        for w, lg in zip(windows, logits):
-            per_example[w.example].append((w, lg))
-        results = []
-        for ex, items in enumerate(per_example):
-            ws = [w for w, _ in items]
-            results.append(decode(contexts[ex], ws, [lg[0] for _, lg in items],
-                                  [lg[1] for _, lg in items], opts.decode, top_k))
-        return results
+        n = len(questions)
+        return decode_pairs(contexts, windows, logits, [opts.decode] * n, [top_k] * n)
 
     def answer(self, question: str, context: str, history: Sequence[tuple[str, str]] | None = None,
                history_turns: int = 0, top_k: int = 1, options: QAOptions | None = None):

@@ -17,11 +17,13 @@ from torch import nn
 from bertqa.backends import get_backend
 from bertqa.backends.base import LinearWeights, RunStats
 from bertqa.quant import reference as ref
+from bertqa.quant.smooth import channel_amax, smoothing_scale
 from bertqa.quant.spec import QuantSpec
 
 
 class CustomLinear(nn.Module):
-    """A Linear layer whose math runs on a backend. x: [..., K] fp32 -> y: [..., N] fp32."""
+    """A Linear layer whose math runs on a backend. x: [..., K] -> y: [..., N], x's dtype
+    (fp32 unless the backend takes another dtype: `backend.input_dtypes`)."""
 
     def __init__(self, lw: LinearWeights, backend):
         super().__init__()
@@ -29,6 +31,9 @@ class CustomLinear(nn.Module):
         self.in_features, self.out_features = lw.in_features, lw.out_features
         self.stats = RunStats()
         self.max_abs_acc = None          # set to 0 to record max|acc| (calibration)
+        # [K] per-channel multiply before SPEC step 2 (smoothing); a buffer, so that moving the
+        # model (to a GPU, to fp16) moves it too and a captured CUDA graph never copies it
+        self.register_buffer("input_scale", None)
         self.set_backend(backend)
 
     def set_backend(self, backend) -> None:
@@ -39,13 +44,17 @@ class CustomLinear(nn.Module):
         text = f"{self.lw.name}: K={self.in_features}, N={self.out_features}, backend={self.backend.name}"
         if self.lw.precision == "int":
             text += f", {self.lw.spec.label()}, shift={self.lw.shift}"
+        text += ", +smoothing" if self.input_scale is not None else ""
         return text + (", +gelu" if self.lw.gelu else "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)                          # [M, K]
-        if x2.dtype != torch.float32 or not x2.is_contiguous():
-            x2 = x2.to(torch.float32).contiguous()
+        if x2.dtype not in self.backend.input_dtypes:
+            x2 = x2.to(torch.float32)
+        if self.input_scale is not None:
+            x2 = x2 * self.input_scale.to(dtype=x2.dtype)
+        x2 = x2.contiguous()
         if self.max_abs_acc is not None:
             self._record_acc(x2)
         t0 = time.perf_counter()
@@ -53,7 +62,7 @@ class CustomLinear(nn.Module):
         self.stats.seconds += time.perf_counter() - t0
         self.stats.calls += 1
         self.stats.elements += y.numel()
-        return y.reshape(*lead, self.out_features)
+        return y.to(x.dtype).reshape(*lead, self.out_features)       # the dtype the node got
 
     def _record_acc(self, x2: torch.Tensor) -> None:
         lw = self.lw
@@ -101,6 +110,8 @@ def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantS
                    groups: int = 1, gelu: bool = False, shift: int | None = None) -> CustomLinear:
     """One custom node for W: [N, K], b: [N]. Without a calibrated shift, a calibrated spec takes
     the worst-case shift of its weights (never saturates); quantize_model calibrates on data."""
+    if spec is not None and spec.smooth is not None and precision == "int":
+        raise ValueError("QuantSpec.smooth needs calibration inputs: use quantize_model(..., calibrate=...)")
     lw = linear_weights(weight, bias, spec, precision, name, groups, gelu, shift)
     cls = QLinear if precision == "int" else CustomLinear
     return cls(lw, get_backend(backend))
@@ -120,7 +131,7 @@ def custom_nodes(model: nn.Module) -> list[CustomLinear]:
     return [m for m in model.modules() if isinstance(m, CustomLinear)]
 
 
-def quantize_model(model: nn.Module, precision: str, backend: str, spec: QuantSpec | None = None,
+def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | None = None,
                    calibrate: Callable[[nn.Module], None] | None = None, fuse_gelu: bool = False,
                    margin_bits: int = 1) -> list[CustomLinear]:
     """Swap every Linear of `model` for a custom node on `backend`, in place.
@@ -129,19 +140,30 @@ def quantize_model(model: nn.Module, precision: str, backend: str, spec: QuantSp
     model while every node records its max |acc| (reference arithmetic, exact accumulators);
     each layer's shift is then the smallest that fits that peak in int16, plus `margin_bits`.
     `fuse_gelu` lets layers named by the model's `gelu_fusions()` apply GELU themselves.
+    `backend` is a registered name or a backend object (one set up by `configure`).
     """
-    target = get_backend(backend)
+    target = get_backend(backend) if isinstance(backend, str) else backend
     reference = get_backend("cpu-reference")
     spec = spec or QuantSpec()
     groups = getattr(model, "quant_groups", lambda: {})()
     fusions = getattr(model, "gelu_fusions", lambda: {})() if fuse_gelu else {}
     needs_calibration = precision == "int" and spec.calibrated and calibrate is not None
+    smooth = precision == "int" and spec.smooth is not None
+    if smooth and calibrate is None:
+        raise ValueError("QuantSpec.smooth needs calibration inputs (calibrate=...)")
+    x_amax = channel_amax(model, calibrate) if smooth else {}
 
     def make_node(name: str, linear: nn.Linear) -> CustomLinear:
-        lw = linear_weights(linear.weight, linear.bias, spec, precision, name,
+        weight, scale = linear.weight, None
+        if smooth:
+            scale = smoothing_scale(x_amax[name], weight, spec.smooth)      # [K]
+            weight = weight.detach() * scale[None, :]
+        lw = linear_weights(weight, linear.bias, spec, precision, name,
                             groups.get(name, 1), gelu=name in fusions)
         cls = QLinear if precision == "int" else CustomLinear
-        return cls(lw, reference if needs_calibration else target)
+        node = cls(lw, reference if needs_calibration else target)
+        node.input_scale = None if scale is None else (1.0 / scale).contiguous()
+        return node
 
     swap_linears(model, make_node)
     for linear_name, act_name in fusions.items():
@@ -162,7 +184,23 @@ def quantize_model(model: nn.Module, precision: str, backend: str, spec: QuantSp
     return nodes
 
 
+def flush_stats(model: nn.Module | list) -> None:
+    """Bring counters that backends keep on a device into each node's stats: one call per
+    backend (a GPU backend synchronises once, not once per layer). `model`: a module, or the
+    list of its custom nodes. Raises NonFiniteActivationError if a layer saw NaN/Inf since the
+    last flush."""
+    by_backend: dict = {}
+    for node in custom_nodes(model) if isinstance(model, nn.Module) else model:
+        by_backend.setdefault(node.backend, []).append((node.handle, node.stats))
+    for backend, items in by_backend.items():
+        backend.flush(items)
+
+
 def layer_summary(model: nn.Module) -> dict:
     """{'total': leaf modules, '<ClassName>': count, ...} like the seed's 'Layers in model'."""
-    counts = Counter(type(m).__name__ for m in model.modules() if not list(m.children()))
+    def is_layer(m: nn.Module) -> bool:
+        # a leaf, where torch's packed-weight holders do not count as children
+        return not any(not type(c).__name__.endswith("PackedParams") for c in m.children()) \
+            and not type(m).__name__.endswith("PackedParams")
+    counts = Counter(m._get_name() for m in model.modules() if is_layer(m))
     return {"total": sum(counts.values()), **dict(counts.most_common())}

@@ -1,0 +1,184 @@
+"""Dynamic batching: requests queue here; one worker thread runs them through the model together.
+
+A batch starts with the oldest waiting request and takes the following ones, in order, while
+their windows fit in max_batch; it leaves when full, when the next request does not fit, or
+when its oldest request has waited max_wait. Windows of long contexts therefore share forward
+passes with other requests' windows (grouped by length, so that short windows are not padded
+to long ones; see forward_chunks). Each request is decoded with its own options (top_k,
+max_answer_len, allow_no_answer) after the shared forward pass.
+
+The queue is bounded (submit raises Overloaded) and inference never runs on the event loop:
+results go back to it with call_soon_threadsafe, so health checks are answered while the model
+computes. A request whose caller gave up (timeout) is skipped if still queued, and a batch whose
+callers all gave up stops at the next forward chunk.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from bertqa.qa.decode import DecodeOptions
+from bertqa.qa.pipeline import QAPipeline, decode_pairs
+from bertqa.qa.windows import Window
+from bertqa.serve.metrics import ServeMetrics
+
+log = logging.getLogger("bertqa.serve")
+
+
+def forward_chunks(lengths: list[int], max_batch: int, max_padding: float = 0.25) -> list[list[int]]:
+    """Windows (by index) grouped into forward passes: longest first, at most max_batch a pass,
+    and a pass closes before padding to its longest window would add more than max_padding of
+    its real tokens. On a CPU a pass costs about its padded tokens, so one 384-token window among
+    fifteen 60-token ones would make the pass nearly five times dearer; a pass of its own costs
+    little."""
+    assert max_batch >= 1 and max_padding >= 0
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    chunks, chunk, real = [], [], 0
+    for i in order:
+        if chunk and (len(chunk) == max_batch or
+                      (len(chunk) + 1) * lengths[chunk[0]] > (1 + max_padding) * (real + lengths[i])):
+            chunks.append(chunk)
+            chunk, real = [], 0
+        chunk.append(i)
+        real += lengths[i]
+    return chunks + [chunk] if chunk else chunks
+
+
+class Overloaded(Exception):
+    """The queue is full, or the batcher is shutting down."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One HTTP request: its pairs' windows (window.example indexes contexts) and decode options."""
+    contexts: list[str]
+    windows: list[Window]
+    decodes: list[DecodeOptions]
+    top_ks: list[int]
+    future: asyncio.Future             # resolved on its event loop with list[list[Answer]]
+    enqueued: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False            # set by the caller that stopped waiting
+
+    def _settle(self, result=None, error: BaseException | None = None) -> None:
+        def settle():
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+        try:
+            self.future.get_loop().call_soon_threadsafe(settle)
+        except RuntimeError:           # the loop is closed: nobody is waiting any more
+            pass
+
+
+class Batcher:
+    def __init__(self, pipeline: QAPipeline, max_batch: int, max_wait_s: float, max_queue: int,
+                 metrics: ServeMetrics):
+        assert max_batch >= 1 and max_queue >= 1 and max_wait_s >= 0
+        self.pipeline = pipeline
+        self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
+        self.metrics = metrics
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name="bertqa-batcher", daemon=True)
+
+    def depth(self) -> int:
+        return len(self._jobs)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if self._closing:
+                raise Overloaded("the server is shutting down")
+            if len(self._jobs) >= self.max_queue:
+                raise Overloaded(f"{len(self._jobs)} requests are waiting for the model (the limit)")
+            self._jobs.append(job)
+            self._cond.notify()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new jobs, finish the queued ones, stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- the worker thread --------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
+            except Exception as e:                      # noqa: BLE001 - every caller must hear back
+                log.exception("batch of %d requests failed", len(batch))
+                for job in batch:
+                    job._settle(error=e)
+
+    def _pop_live(self) -> Job | None:
+        while self._jobs:
+            job = self._jobs.popleft()
+            if not job.cancelled:
+                return job
+        return None
+
+    def _next_batch(self) -> list[Job] | None:
+        with self._cond:
+            while True:
+                first = self._pop_live()
+                if first is not None:
+                    break
+                if self._closing:
+                    return None
+                self._cond.wait()
+            batch, size = [first], len(first.windows)
+            deadline = first.enqueued + self.max_wait_s
+            while size < self.max_batch:
+                while self._jobs and self._jobs[0].cancelled:
+                    self._jobs.popleft()
+                if self._jobs:
+                    if size + len(self._jobs[0].windows) > self.max_batch:
+                        break                           # first in, first out: no overtaking
+                    job = self._jobs.popleft()
+                    batch.append(job)
+                    size += len(job.windows)
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self._closing:
+                    break
+                self._cond.wait(remaining)
+            return batch
+
+    def _run(self, batch: list[Job]) -> None:
+        t0 = time.perf_counter()
+        for job in batch:
+            self.metrics.queue_seconds.observe(t0 - job.enqueued)
+        windows = [w for job in batch for w in job.windows]
+        self.metrics.batch_requests.observe(len(batch))
+        self.metrics.batch_windows.observe(len(windows))
+        logits = [None] * len(windows)
+        for chunk in forward_chunks([len(w.ids) for w in windows], self.max_batch):
+            if all(job.cancelled for job in batch):
+                return
+            for i, lg in zip(chunk, self.pipeline.logits([windows[i] for i in chunk], len(chunk))):
+                logits[i] = lg
+        at = 0
+        for job in batch:
+            mine, at = logits[at:at + len(job.windows)], at + len(job.windows)
+            if job.cancelled:
+                continue
+            try:
+                job._settle(decode_pairs(job.contexts, job.windows, mine, job.decodes, job.top_ks))
+            except Exception as e:                      # noqa: BLE001 - one bad decode fails one job
+                job._settle(error=e)
+        self.metrics.inference_seconds.observe(time.perf_counter() - t0)
