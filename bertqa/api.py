@@ -11,14 +11,16 @@ from pathlib import Path
 import torch
 
 from bertqa.data.readers import builtin_stories
-from bertqa.errors import ModelUnavailable
+from bertqa.errors import ModelUnavailable, TargetUnavailable
 from bertqa.model.bert import BertForQA
-from bertqa.model.loading import BUNDLED_DIR, DEFAULT_MODEL, load_model, resolve_model
+from bertqa.model.loading import (BUNDLED_DIR, DEFAULT_MODEL, can_stream, lazy_model, load_model,
+                                  resolve_model)
 from bertqa.qa.decode import Answer
 from bertqa.qa.pipeline import QAOptions, QAPipeline
 from bertqa.qa.windows import Tokenizer
 from bertqa.quant import QuantSpec, layer_summary
-from bertqa.targets import Prepared, prepare_target
+from bertqa.saved import is_prepared_dir, prepare_saved, save_prepared
+from bertqa.targets import TARGET_BACKENDS, Prepared, prepare_target
 
 
 def set_threads(n: int | None) -> int:
@@ -36,11 +38,15 @@ def set_threads(n: int | None) -> int:
 
 def calibration_runner(tokenizer: Tokenizer, options: QAOptions, questions_per_story: int = 3):
     """A callable that runs a few built-in (question, story) pairs through a model: the
-    representative inputs for calibrating int16 shifts."""
+    representative inputs for calibrating int16 shifts and smoothing. All their windows go in one
+    forward, so that the statistics do not depend on the batch size a user chose, and a
+    streaming prepare (quant.streaming) reads each layer's weights once per calibration pass."""
     pairs = [(q, s.context) for s in builtin_stories() for q in s.questions[:questions_per_story]]
 
     def run(model):
-        QAPipeline(model, tokenizer, options).answer_batch([q for q, _ in pairs], [c for _, c in pairs])
+        pipeline = QAPipeline(model, tokenizer, options)
+        windows = pipeline.windows([q for q, _ in pairs], [c for _, c in pairs])
+        pipeline.logits(windows, batch_size=len(windows))
     return run
 
 
@@ -78,6 +84,11 @@ class QAModel:
         """top_k answers per pair, as a list of lists; windows of all pairs share the batches."""
         return self.pipeline.answer_batch(questions, contexts, histories, top_k, options)
 
+    def save(self, out_dir: str | Path) -> Path:
+        """Write this int8 model (nodes, other tensors, spec, shifts, config, tokenizer) to
+        out_dir, so that `bertqa.load(model=out_dir)` starts from it without calibrating."""
+        return save_prepared(self.prepared, self.model_dir, self.model_name, out_dir)
+
     def layer_summary(self) -> dict:
         return layer_summary(self.prepared.model)
 
@@ -88,14 +99,16 @@ class QAModel:
                 "quantization": p.spec.label() if p.spec else "-", "threads": self.threads}
 
 
-def load(model: str | None = None, target: str = "cpu", precision: str = "fp",
+def load(model: str | None = None, target: str | None = None, precision: str | None = None,
          spec: QuantSpec | str | None = None, threads: int | None = None, backend: str | None = None,
          options: QAOptions | None = None, fallback_to_bundled: bool = False,
          aie_device: str | None = None) -> QAModel:
     """Load `model` (None: the seed's BERT-large from the hub cache; 'bundled'; a directory; a hub
-    id) and prepare it for target/precision. With fallback_to_bundled, an unreachable default
-    model falls back to the bundled minilm-l6-squad and a note says so. `aie_device` ('auto',
-    'emulator' or 'npu'; None means auto) picks what runs --target aie's tiles."""
+    id; a directory written by QAModel.save) and prepare it for target/precision (default cpu
+    and fp; for a saved model, the target it was saved for and int). With fallback_to_bundled,
+    an unreachable default model falls back to the bundled minilm-l6-squad and a note says so.
+    `aie_device` ('auto', 'emulator' or 'npu'; None means auto) picks what runs --target aie's
+    tiles. Custom targets read a safetensors checkpoint one Linear layer at a time."""
     notes = []
     try:
         model_dir = resolve_model(model)
@@ -105,18 +118,44 @@ def load(model: str | None = None, target: str = "cpu", precision: str = "fp",
         notes.append(f"{e}; using the bundled model {BUNDLED_DIR.name} instead "
                      "(choose another with --model DIR_OR_HUB_ID)")
         model_dir = BUNDLED_DIR
+    backend_options = {"aie_device": aie_device} if aie_device else None
+    if is_prepared_dir(model_dir):
+        return load_saved(model_dir, target, precision, spec, threads, backend, options, backend_options)
     name = BUNDLED_DIR.name if model_dir == BUNDLED_DIR else (model or DEFAULT_MODEL)
-    return from_module(load_model(model_dir), model_dir, name, target, precision, spec, threads,
-                       backend, options, notes, aie_device)
+    target, precision = target or "cpu", precision or "fp"
+    if target in TARGET_BACKENDS and can_stream(model_dir):
+        net, fetchers = lazy_model(model_dir)
+    else:
+        net, fetchers = load_model(model_dir), None
+    return from_module(net, model_dir, name, target, precision, spec, threads, backend, options,
+                       notes, aie_device, fetchers)
+
+
+def load_saved(model_dir: Path, target: str | None = None, precision: str | None = None,
+               spec: QuantSpec | str | None = None, threads: int | None = None,
+               backend: str | None = None, options: QAOptions | None = None,
+               backend_options: dict | None = None) -> QAModel:
+    """A QAModel from a directory written by QAModel.save: no fp32 weights, no calibration."""
+    if precision not in (None, "int"):
+        raise TargetUnavailable(f"{model_dir} holds a prepared int8 model: --precision int only")
+    threads = set_threads(threads)
+    tokenizer = Tokenizer(model_dir)
+    prepared, n_params, manifest = prepare_saved(
+        model_dir, target, QuantSpec.parse(spec) if isinstance(spec, str) else spec, backend,
+        backend_options)
+    set_threads(threads)
+    return QAModel(prepared, tokenizer, manifest["model_name"], model_dir, options or QAOptions(),
+                   n_params, threads, [f"int8 model prepared earlier, read from {model_dir}"])
 
 
 def from_module(net: BertForQA, model_dir: Path, name: str, target: str = "cpu",
                 precision: str = "fp", spec: QuantSpec | str | None = None,
                 threads: int | None = None, backend: str | None = None,
                 options: QAOptions | None = None, notes: list[str] | None = None,
-                aie_device: str | None = None) -> QAModel:
+                aie_device: str | None = None, fetchers: dict | None = None) -> QAModel:
     """A QAModel around an fp32 BertForQA built in code (e.g. `random_model(BertConfig.bert_large())`
-    for speed tests), with the tokenizer of `model_dir`, prepared for target/precision."""
+    for speed tests), with the tokenizer of `model_dir`, prepared for target/precision.
+    `fetchers`: the model's Linear weights are read on demand (loading.lazy_model)."""
     threads = set_threads(threads)
     options = options or QAOptions()
     tokenizer = Tokenizer(model_dir)
@@ -126,7 +165,8 @@ def from_module(net: BertForQA, model_dir: Path, name: str, target: str = "cpu",
     if isinstance(spec, str):
         spec = QuantSpec.parse(spec)
     prepared = prepare_target(net, target, precision, spec, calibration_runner(tokenizer, options),
-                              backend, backend_options={"aie_device": aie_device} if aie_device else None)
+                              backend, backend_options={"aie_device": aie_device} if aie_device else None,
+                              fetchers=fetchers)
     set_threads(threads)
     return QAModel(prepared, tokenizer, name, model_dir, options, n_params, threads, list(notes or []))
 

@@ -1,4 +1,4 @@
-"""The command line: `bertqa {demo,serve,bench,eval,profile}`; `python run.py` is `bertqa demo`.
+"""The command line: `bertqa {demo,prepare,eval,profile,bench,serve}`; `python run.py` is `bertqa demo`.
 
 A thin layer: each subcommand is a short function over the library API. Errors the user can
 fix (BertQAError, bad option values) print one line and exit 2, never a traceback.
@@ -28,9 +28,13 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
     from bertqa.targets import PRECISIONS, TARGETS
     g = p.add_argument_group("model and target")
     g.add_argument("--model", default=None,
-                   help=f"model directory (Hugging Face layout), 'bundled', or hub id (default: {DEFAULT_MODEL})")
-    g.add_argument("--target", choices=TARGETS, default=default_target, help="where the Linear layers run")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp", help="fp32 or int8 Linear layers")
+                   help=f"model directory (Hugging Face layout, or one written by `bertqa prepare`), "
+                        f"'bundled', or hub id (default: {DEFAULT_MODEL})")
+    g.add_argument("--target", choices=TARGETS, default=None,
+                   help=f"where the Linear layers run (default: {default_target}, or the target a "
+                        "prepared model was saved for)")
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32 or int8 Linear layers (default: fp; int for a prepared model)")
     g.add_argument("--spec", default=None,
                    help="int8 variant: default, int32, channel-row, seed-shift4, or "
                         "weights=tensor|channel,acts=tensor|row,requant=int16|int32,shift=N")
@@ -68,7 +72,7 @@ def load_from_args(args, fallback_to_bundled: bool = False):
     import bertqa
     from bertqa.quant import QuantSpec
     try:
-        spec = QuantSpec.parse(args.spec)
+        spec = None if args.spec is None else QuantSpec.parse(args.spec)
     except ValueError as e:
         raise BertQAError(str(e)) from None
     if args.threads is not None and args.threads < 1:
@@ -163,6 +167,27 @@ def print_device_report(rows) -> None:
           f"{total['bytes_out'] / 1024:9.0f} {total['weight_bytes'] / 1024:7.0f}")
 
 
+# -- prepare ------------------------------------------------------------------------------------
+
+def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_options(p, default_target="customcpu")
+    p.add_argument("--out", required=True, help="directory to write the prepared int8 model to")
+
+
+@subcommand("prepare", "quantize a model once and save it; `--model DIR` then starts from it",
+            add_prepare_arguments)
+def run_prepare(args) -> int:
+    import time
+    args.target, args.precision = args.target or "customcpu", args.precision or "int"
+    t0 = time.perf_counter()
+    qa = load_from_args(args)
+    prepared_s = time.perf_counter() - t0
+    out = qa.save(args.out)
+    print(f"prepared {qa.model_name} for --target {qa.target} ({qa.header()['quantization']}) "
+          f"in {prepared_s:.1f} s; saved to {out} in {time.perf_counter() - t0 - prepared_s:.1f} s")
+    return 0
+
+
 # -- serve --------------------------------------------------------------------------------------
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -225,6 +250,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-gemm", action="store_true", help="skip the int8 GEMM table")
     p.add_argument("--no-model", action="store_true", help="skip the whole-model table")
+    p.add_argument("--memory", action="store_true",
+                   help="instead: peak memory and start time of preparing BERT-large int8 (writes a "
+                        "1.3 GB random checkpoint to a temporary directory, removed afterwards)")
 
 
 CONFIG_NAMES = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", "customcpu-int")
@@ -248,6 +276,11 @@ def run_bench(args) -> int:
     if unknown or not configs or any(not 8 <= s <= 512 for s in seqs):
         raise BertQAError(f"--configs must name some of {', '.join(CONFIG_NAMES)} and --seq lie in "
                           f"8..512 (got configs {configs}, seq {seqs})")
+    if args.memory:
+        from bertqa.bench.memory_bench import run_memory_bench
+        print(f"bertqa bench --memory on {cpu_name()}")
+        run_memory_bench(layers=args.layers)
+        return 0
     config = BertConfig.bert_large()
     if args.layers:
         config.num_hidden_layers = args.layers

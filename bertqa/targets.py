@@ -20,6 +20,7 @@ from torch import nn
 from bertqa.backends import REGISTRY, load_backend
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import QuantSpec, custom_nodes, flush_stats, quantize_model
+from bertqa.quant.streaming import quantize_streaming
 
 TARGETS = ("cpu", "customcpu", "aie", "gpu")
 PRECISIONS = ("fp", "int")
@@ -76,14 +77,20 @@ def torch_dynamic_int8(model: nn.Module) -> nn.Module:
 def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpec | None = None,
                    calibrate: Callable[[nn.Module], None] | None = None,
                    backend: str | None = None, fuse_gelu: bool = True,
-                   backend_options: dict | None = None) -> Prepared:
+                   backend_options: dict | None = None, fetchers: dict | None = None,
+                   build_nodes: Callable[[nn.Module, object], None] | None = None) -> Prepared:
     """Turn an fp32 model into the model for target/precision (in place where possible).
-    `backend_options` go to the chosen backend's `configure` (e.g. {'aie_device': 'emulator'})."""
+    `backend_options` go to the chosen backend's `configure` (e.g. {'aie_device': 'emulator'}).
+    Custom targets only: with `fetchers` the model's Linear layers hold no weights yet and
+    fetchers[name]() reads them; they are quantized one layer at a time (quant.streaming).
+    With `build_nodes`, build_nodes(model, backend) puts the nodes in place itself (a saved
+    prepared model: quant.persist), and nothing is quantized or calibrated here."""
     if target not in TARGETS:
         raise TargetUnavailable(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if precision not in PRECISIONS:
         raise TargetUnavailable(f"unknown precision {precision!r}; choose fp or int")
     if target == "cpu":
+        assert fetchers is None and build_nodes is None, "--target cpu needs the fp32 model"
         if backend or backend_options:
             what = "--backend" if backend else "backend options (" + ", ".join(backend_options) + ")"
             raise TargetUnavailable(f"{what} apply to the custom targets, not --target cpu")
@@ -100,7 +107,12 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
     prepare = getattr(chosen, "prepare_model", None)          # a backend may move the model first
     if prepare is not None:
         model = prepare(model)
-    quantize_model(model, precision, chosen, spec, calibrate, fuse_gelu=fuse_gelu)
+    if build_nodes is not None:
+        build_nodes(model, chosen)
+    elif fetchers is None:
+        quantize_model(model, precision, chosen, spec, calibrate, fuse_gelu=fuse_gelu)
+    else:
+        quantize_streaming(model, fetchers, precision, chosen, spec, calibrate, fuse_gelu=fuse_gelu)
     finish = getattr(chosen, "finish_model", None)             # e.g. to the GPU, CUDA graphs
     if finish is not None:
         model = finish(model)

@@ -111,3 +111,15 @@ def test_help_and_module_entry_point():
     m = subprocess.run([sys.executable, "-m", "bertqa", "--help"], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert m.returncode == 0 and "demo" in m.stdout
+
+
+def test_prepare_saves_a_model_that_the_demo_starts_from(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "bertqa", "prepare", "--model", "bundled", "--out",
+                        str(tmp_path / "int8")], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "for --target customcpu" in r.stdout and "saved to" in r.stdout
+    r = run("--model", str(tmp_path / "int8"), "--questions", "1")
+    assert r.returncode == 0, r.stderr
+    assert "target:          customcpu" in r.stdout and "precision:       int" in r.stdout
+    assert "prepared earlier" in r.stdout and "Margarethe Olsen" in r.stdout

@@ -3,6 +3,9 @@
 Weights map by name from any `BertForQuestionAnswering` checkpoint onto bertqa's BertForQA. The
 model is built on the `meta` device and each tensor is read from the memory-mapped checkpoint,
 converted to fp32 and assigned in place, so two fp32 copies of the weights never coexist.
+`lazy_model` goes further for targets that quantize: only the tensors that are not Linear
+weights are read; each Linear's weights are read (plain file reads, not a mapping) when the
+quantization asks for them, so that one layer's fp32 weights at a time need be in memory.
 """
 from __future__ import annotations
 
@@ -10,16 +13,20 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 from bertqa.errors import ModelError, ModelUnavailable
 from bertqa.model.bert import BertConfig, BertForQA
+from bertqa.model.safetensors_io import SafetensorsFile
 
 DEFAULT_MODEL = "bert-large-uncased-whole-word-masking-finetuned-squad"
 BUNDLED_NAME = "minilm-l6-squad"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models" / BUNDLED_NAME
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+PREPARED_FILES = ("bertqa-prepared.json", "prepared.safetensors")   # a saved int8 model (bertqa.saved)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 HUB_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
              "special_tokens_map.json", "model.safetensors"]
@@ -34,7 +41,10 @@ def check_model_dir(path: Path) -> Path:
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
+    if (path / PREPARED_FILES[0]).is_file():
+        if not (path / PREPARED_FILES[1]).is_file():
+            missing.append(PREPARED_FILES[1])
+    elif not any((path / f).is_file() for f in WEIGHT_FILES):
         missing.append(" or ".join(WEIGHT_FILES))
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
@@ -128,6 +138,31 @@ def map_name(name: str) -> str | None:
     raise ModelError(f"checkpoint tensor {name!r} does not belong to a BERT question-answering model")
 
 
+_HF_MODULES = {"embeddings.word": "bert.embeddings.word_embeddings",
+               "embeddings.position": "bert.embeddings.position_embeddings",
+               "embeddings.token_type": "bert.embeddings.token_type_embeddings",
+               "embeddings.norm": "bert.embeddings.LayerNorm",
+               "attention.out": "attention.output.dense", "attention.norm": "attention.output.LayerNorm",
+               "ffn.up": "intermediate.dense", "ffn.down": "output.dense", "ffn.norm": "output.LayerNorm"}
+
+
+def hf_state_dict(model: BertForQA) -> dict[str, torch.Tensor]:
+    """The model's tensors under Hugging Face BertForQuestionAnswering names, query/key/value
+    apart (views, no copies): the inverse of map_name, for writing checkpoints."""
+    out = {}
+    for name, t in model.state_dict().items():
+        module, _, kind = name.rpartition(".")
+        m = re.fullmatch(r"layers\.(\d+)\.(\w+\.\w+)", module)
+        if m and m[2] == "attention.qkv":               # rows [query; key; value]
+            for part, rows in zip(("query", "key", "value"), t.chunk(3)):
+                out[f"bert.encoder.layer.{m[1]}.attention.self.{part}.{kind}"] = rows
+        elif m:
+            out[f"bert.encoder.layer.{m[1]}.{_HF_MODULES[m[2]]}.{kind}"] = t
+        else:
+            out[f"{_HF_MODULES.get(module, module)}.{kind}"] = t
+    return out
+
+
 class _Checkpoint:
     """Name -> tensor reader over model.safetensors (mmap) or pytorch_model.bin (weights_only)."""
 
@@ -156,34 +191,104 @@ def load_model(path: Path) -> BertForQA:
     return model_from_tensors(read_config(path), ckpt.names, ckpt.get, str(path))
 
 
-def model_from_tensors(config: BertConfig, names, get, source: str = "checkpoint") -> BertForQA:
-    """Build on `meta`, then assign each tensor get(name) (converted to fp32) by name mapping.
-    Query, key and value are fused as soon as all three of a layer are read."""
-    with torch.device("meta"):
-        model = BertForQA(config)
-    expected = dict(model.state_dict())
-    state, pending_qkv = {}, {}
+_QKV = re.compile(r"layers\.(\d+)\.attention\.(query|key|value)\.(weight|bias)")
+
+
+def tensor_sources(names) -> dict[str, list[str]]:
+    """BertForQA tensor name -> the checkpoint tensors it is made of, in order: one, or three
+    for the fused projection (rows [query; key; value]). An incomplete triple is left out, so
+    that it is reported as missing."""
+    sources, qkv = {}, {}
     for name in names:
         ours = map_name(name)
         if ours is None:
             continue
-        tensor = get(name).to(torch.float32)
-        m = re.fullmatch(r"layers\.(\d+)\.attention\.(query|key|value)\.(weight|bias)", ours)
+        m = _QKV.fullmatch(ours)
         if m:
-            parts = pending_qkv.setdefault((m[1], m[3]), {})
-            parts[m[2]] = tensor
-            if len(parts) == 3:   # rows [query; key; value]
-                state[f"layers.{m[1]}.attention.qkv.{m[3]}"] = torch.cat(
-                    [parts["query"], parts["key"], parts["value"]])
-                del pending_qkv[(m[1], m[3])]
-            continue
-        state[ours] = tensor
-    missing = sorted(set(expected) - set(state))
+            qkv.setdefault(f"layers.{m[1]}.attention.qkv.{m[3]}", {})[m[2]] = name
+        else:
+            sources[ours] = [name]
+    for ours, parts in qkv.items():
+        if len(parts) == 3:
+            sources[ours] = [parts["query"], parts["key"], parts["value"]]
+    return sources
+
+
+def read_fp32(get, names: list[str]) -> torch.Tensor:
+    """get(name) of each name as fp32, stacked along dim 0 when there are several."""
+    parts = [get(n).to(torch.float32) for n in names]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def check_shapes(shapes: dict[str, tuple], model: BertForQA, source: str) -> None:
+    """ModelError unless `shapes` (our name -> shape) covers exactly the model's tensors."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
     if missing:
         raise ModelError(f"{source} lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ModelError(f"{source}: tensor for {name} has shape {tuple(tensor.shape)}, "
-                             f"config.json implies {tuple(expected[name].shape)}")
+    extra = sorted(set(shapes) - set(expected))
+    if extra:
+        raise ModelError(f"{source} has tensors that config.json does not imply, e.g. {extra[:3]}")
+    for name, shape in shapes.items():
+        if tuple(shape) != expected[name]:
+            raise ModelError(f"{source}: tensor for {name} has shape {tuple(shape)}, "
+                             f"config.json implies {expected[name]}")
+
+
+def meta_model(config: BertConfig) -> BertForQA:
+    """BertForQA on the `meta` device, its initializers skipped: every tensor is assigned next.
+    (nn.Embedding's init.normal_ on `meta` imports torch's Python meta kernels: measured 1 s
+    and 170 MB resident, on every start.)"""
+    skipped = {name: getattr(nn.init, name) for name in ("normal_", "uniform_", "kaiming_uniform_")}
+    try:
+        for name in skipped:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        with torch.device("meta"):
+            return BertForQA(config)
+    finally:
+        for name, fn in skipped.items():
+            setattr(nn.init, name, fn)
+
+
+def model_from_tensors(config: BertConfig, names, get, source: str = "checkpoint") -> BertForQA:
+    """Build on `meta`, then assign each tensor get(name) (converted to fp32) by name mapping.
+    Query, key and value are fused in the order [query; key; value]."""
+    model = meta_model(config)
+    state = {ours: read_fp32(get, srcs) for ours, srcs in tensor_sources(names).items()}
+    check_shapes({k: v.shape for k, v in state.items()}, model, source)
     model.load_state_dict(state, assign=True)
     return model.eval()
+
+
+# -- streaming: Linear weights read when asked for ---------------------------------------------
+
+def can_stream(path: Path) -> bool:
+    return (path / "model.safetensors").is_file()
+
+
+def lazy_model(path: Path) -> tuple[BertForQA, dict[str, Callable[[], tuple]]]:
+    """BertForQA with every tensor that is not an nn.Linear's read (fp32), its nn.Linear layers
+    left on `meta`, and for each Linear a callable that reads its fp32 (weight, bias) from
+    model.safetensors when called, with plain file reads (see safetensors_io), fresh each call.
+    Shapes are checked against the header before anything is read."""
+    ckpt = SafetensorsFile(path / "model.safetensors")
+    model = meta_model(read_config(path))
+    sources = tensor_sources(ckpt.names)
+    check_shapes({ours: _fused_shape([ckpt.shape(n) for n in srcs]) for ours, srcs in sources.items()},
+                 model, str(ckpt.path))
+    linears = [name for name, m in model.named_modules() if type(m) is nn.Linear]
+    owned = {f"{name}.{p}" for name in linears for p in ("weight", "bias")}
+    state = {ours: read_fp32(ckpt.get, srcs) for ours, srcs in sources.items() if ours not in owned}
+    model.load_state_dict(state, assign=True, strict=False)
+
+    def fetcher(name: str):
+        def fetch():
+            bias = sources.get(f"{name}.bias")
+            weight = read_fp32(ckpt.get, sources[f"{name}.weight"])
+            return weight, None if bias is None else read_fp32(ckpt.get, bias)
+        return fetch
+    return model.eval(), {name: fetcher(name) for name in linears}
+
+
+def _fused_shape(shapes: list[tuple]) -> tuple:
+    return (sum(s[0] for s in shapes), *shapes[0][1:]) if len(shapes) > 1 else tuple(shapes[0])

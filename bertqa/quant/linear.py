@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -127,8 +128,69 @@ def swap_linears(model: nn.Module, make_node: Callable[[str, nn.Linear], nn.Modu
     return len(targets)
 
 
+def remove_modules(model: nn.Module, names) -> None:
+    """Replace each named submodule by nn.Identity (an activation a node now applies itself)."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+
+
 def custom_nodes(model: nn.Module) -> list[CustomLinear]:
     return [m for m in model.modules() if isinstance(m, CustomLinear)]
+
+
+@dataclass
+class QuantPlan:
+    """What quantizing one model means, decided once from its arguments (see quantize_model)."""
+    precision: str
+    spec: QuantSpec
+    target: object                     # the backend the nodes end on
+    groups: dict                       # fused Linear -> weight tensors stacked in it
+    fusions: dict                      # Linear -> the activation module it absorbs
+    calibrate_shifts: bool             # int16 shifts from max|acc| on calibration inputs
+    smooth: bool                       # activation smoothing from calibration inputs
+
+    @classmethod
+    def make(cls, model: nn.Module, precision: str, backend, spec: QuantSpec | None,
+             calibrate, fuse_gelu: bool) -> "QuantPlan":
+        spec = spec or QuantSpec()
+        smooth = precision == "int" and spec.smooth is not None
+        if smooth and calibrate is None:
+            raise ValueError("QuantSpec.smooth needs calibration inputs (calibrate=...)")
+        return cls(precision, spec, get_backend(backend) if isinstance(backend, str) else backend,
+                   getattr(model, "quant_groups", lambda: {})(),
+                   getattr(model, "gelu_fusions", lambda: {})() if fuse_gelu else {},
+                   precision == "int" and spec.calibrated and calibrate is not None, smooth)
+
+    def build_node(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None,
+                   x_amax: torch.Tensor | None = None) -> CustomLinear:
+        """The node for one Linear's fp32 weights. With smoothing, x_amax: [K] is its input's
+        per-channel max|x|: the node holds W * s and multiplies its input by 1 / s. While shifts
+        are to be calibrated it runs on the reference and records max|acc|."""
+        scale = None
+        if self.smooth:
+            assert x_amax is not None, f"{name}: smoothing needs the input's per-channel max|x|"
+            scale = smoothing_scale(x_amax, weight, self.spec.smooth)      # [K]
+            weight = weight.detach() * scale[None, :]
+        lw = linear_weights(weight, bias, self.spec, self.precision, name,
+                            self.groups.get(name, 1), gelu=name in self.fusions)
+        cls = QLinear if self.precision == "int" else CustomLinear
+        node = cls(lw, get_backend("cpu-reference") if self.calibrate_shifts else self.target)
+        node.input_scale = None if scale is None else (1.0 / scale).contiguous()
+        node.max_abs_acc = 0 if self.calibrate_shifts else None
+        return node
+
+    def fuse_activations(self, model: nn.Module) -> None:
+        remove_modules(model, self.fusions.values())
+
+    def finish(self, nodes: list[CustomLinear], margin_bits: int) -> None:
+        """After calibration: each shift from its layer's max|acc|, then the target backend."""
+        for node in nodes:
+            if self.calibrate_shifts:
+                node.lw.shift = ref.shift_for_max_acc(node.max_abs_acc, margin_bits)
+                node.max_abs_acc = None
+                node.set_backend(self.target)
+            node.stats.reset()
 
 
 def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | None = None,
@@ -139,48 +201,21 @@ def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | 
     For a calibrated int16 spec, `calibrate(model)` runs a few representative inputs through the
     model while every node records its max |acc| (reference arithmetic, exact accumulators);
     each layer's shift is then the smallest that fits that peak in int16, plus `margin_bits`.
-    `fuse_gelu` lets layers named by the model's `gelu_fusions()` apply GELU themselves.
-    `backend` is a registered name or a backend object (one set up by `configure`).
+    With smoothing, the per-channel input statistics come from `calibrate` run on the fp32
+    model first. `fuse_gelu` lets layers named by the model's `gelu_fusions()` apply GELU
+    themselves. `backend` is a registered name or a backend object (one set up by `configure`).
+    bertqa.quant.streaming does the same for a model whose Linear weights are read on demand.
     """
-    target = get_backend(backend) if isinstance(backend, str) else backend
-    reference = get_backend("cpu-reference")
-    spec = spec or QuantSpec()
-    groups = getattr(model, "quant_groups", lambda: {})()
-    fusions = getattr(model, "gelu_fusions", lambda: {})() if fuse_gelu else {}
-    needs_calibration = precision == "int" and spec.calibrated and calibrate is not None
-    smooth = precision == "int" and spec.smooth is not None
-    if smooth and calibrate is None:
-        raise ValueError("QuantSpec.smooth needs calibration inputs (calibrate=...)")
-    x_amax = channel_amax(model, calibrate) if smooth else {}
-
-    def make_node(name: str, linear: nn.Linear) -> CustomLinear:
-        weight, scale = linear.weight, None
-        if smooth:
-            scale = smoothing_scale(x_amax[name], weight, spec.smooth)      # [K]
-            weight = weight.detach() * scale[None, :]
-        lw = linear_weights(weight, linear.bias, spec, precision, name,
-                            groups.get(name, 1), gelu=name in fusions)
-        cls = QLinear if precision == "int" else CustomLinear
-        node = cls(lw, reference if needs_calibration else target)
-        node.input_scale = None if scale is None else (1.0 / scale).contiguous()
-        return node
-
-    swap_linears(model, make_node)
-    for linear_name, act_name in fusions.items():
-        parent_name, _, child = act_name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+    plan = QuantPlan.make(model, precision, backend, spec, calibrate, fuse_gelu)
+    x_amax = channel_amax(model, calibrate) if plan.smooth else {}
+    swap_linears(model, lambda name, linear: plan.build_node(name, linear.weight, linear.bias,
+                                                             x_amax.get(name)))
+    plan.fuse_activations(model)
     nodes = custom_nodes(model)
-    if needs_calibration:
-        for node in nodes:
-            node.max_abs_acc = 0
+    if plan.calibrate_shifts:
         with torch.inference_mode():
             calibrate(model)
-        for node in nodes:
-            node.lw.shift = ref.shift_for_max_acc(node.max_abs_acc, margin_bits)
-            node.max_abs_acc = None
-            node.set_backend(target)
-    for node in nodes:
-        node.stats.reset()
+    plan.finish(nodes, margin_bits)
     return nodes
 
 
