@@ -21,8 +21,9 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="fp32 or int8 Linear layers (default: fp; int for a prepared model)")
     g.add_argument("--spec", default=None,
-                   help="int8 variant: default, int32, channel-row, seed-shift4, or "
-                        "weights=tensor|channel,acts=tensor|row,requant=int16|int32,shift=N")
+                   help="int8 variant: a preset (default = channel-row-smooth, tensor, int32, "
+                        "channel-row, seed-shift4) or "
+                        "weights=tensor|channel,acts=tensor|row,requant=int16|int32,shift=N,smooth=A")
     g.add_argument("--backend", default=None, help="force one Linear backend for a custom target")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and the kernels")
     g.add_argument("--aie-device", choices=("auto", "emulator", "npu"), default=None,
