@@ -1,0 +1,80 @@
+"""Options and helpers shared by the subcommands: the model/target options, loading, the header."""
+from __future__ import annotations
+
+import argparse
+
+from bertqa.errors import BertQAError
+
+NO_ANSWER = "I am unable to find the answer to this question. Can you please ask another question?"
+
+
+def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -> None:
+    from bertqa.model.loading import DEFAULT_MODEL
+    from bertqa.targets import PRECISIONS, TARGETS
+    g = p.add_argument_group("model and target")
+    g.add_argument("--model", default=None,
+                   help=f"model directory (Hugging Face layout, or one written by `bertqa prepare`), "
+                        f"'bundled', or hub id (default: {DEFAULT_MODEL})")
+    g.add_argument("--target", choices=TARGETS, default=None,
+                   help=f"where the Linear layers run (default: {default_target}, or the target a "
+                        "prepared model was saved for)")
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32 or int8 Linear layers (default: fp; int for a prepared model)")
+    g.add_argument("--spec", default=None,
+                   help="int8 variant: a preset (default = channel-row-smooth, tensor, int32, "
+                        "channel-row, seed-shift4) or "
+                        "weights=tensor|channel,acts=tensor|row,requant=int16|int32,shift=N,smooth=A")
+    g.add_argument("--backend", default=None, help="force one Linear backend for a custom target")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and the kernels")
+    g.add_argument("--aie-device", choices=("auto", "emulator", "npu"), default=None,
+                   help="with --target aie: run the tiles on the NPU or on the tile-exact emulator "
+                        "(default auto: the NPU where one is found)")
+    q = p.add_argument_group("question answering")
+    q.add_argument("--max-seq-len", type=int, default=384)
+    q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by consecutive windows")
+    q.add_argument("--max-question-len", type=int, default=64)
+    q.add_argument("--max-answer-len", type=int, default=30, help="in tokens")
+    q.add_argument("--n-best", type=int, default=20)
+    q.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    q.add_argument("--allow-no-answer", action="store_true", help="SQuAD v2 style: may answer nothing")
+    q.add_argument("--null-threshold", type=float, default=0.0,
+                   help="with --allow-no-answer: answer nothing when null - best span logit exceeds this")
+
+
+def qa_options(args):
+    from bertqa.qa.decode import DecodeOptions
+    from bertqa.qa.pipeline import QAOptions
+    from bertqa.qa.windows import WindowOptions
+    try:
+        return QAOptions(
+            windows=WindowOptions(args.max_seq_len, args.doc_stride, args.max_question_len),
+            decode=DecodeOptions(args.n_best, args.max_answer_len, args.allow_no_answer, args.null_threshold),
+            batch_size=max(1, args.batch_size))
+    except ValueError as e:
+        raise BertQAError(str(e)) from None
+
+
+def load_from_args(args, fallback_to_bundled: bool = False):
+    import bertqa
+    from bertqa.quant import QuantSpec
+    try:
+        spec = None if args.spec is None else QuantSpec.parse(args.spec)
+    except ValueError as e:
+        raise BertQAError(str(e)) from None
+    if args.threads is not None and args.threads < 1:
+        raise BertQAError(f"--threads must be >= 1, got {args.threads}")
+    return bertqa.load(model=args.model, target=args.target, precision=args.precision, spec=spec,
+                       threads=args.threads, backend=args.backend, options=qa_options(args),
+                       fallback_to_bundled=fallback_to_bundled, aie_device=args.aie_device)
+
+
+def print_header(qa, title: str) -> None:
+    print(title)
+    for note in qa.notes:
+        print(f"note: {note}")
+    for key, value in qa.header().items():
+        if key == "parameters":
+            value = f"{value / 1e6:.1f} M"
+        print(f"  {key + ':':16} {value}")
+    print(f"Layers in model: {qa.layer_summary()}")
+

@@ -1,0 +1,128 @@
+"""`bertqa eval` and `bertqa profile`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bertqa.cli.registry import subcommand
+from bertqa.cli.common import add_model_options, load_from_args, print_header
+from bertqa.cli.demo import print_layer_report
+from bertqa.errors import BertQAError
+
+# -- eval ---------------------------------------------------------------------------------------
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--data", required=True, help="SQuAD v1.1 or v2.0 JSON file")
+    g.add_argument("--limit", type=int, default=None, help="the first N questions of the file, in file order")
+    g.add_argument("--compare", default=None, metavar="T:P[:SPEC],...",
+                   help="configurations to run over the same questions, e.g. cpu:fp,cpu:int,"
+                        "customcpu:int:channel-row; the first is the reference for dF1 and 'same answer'")
+    g.add_argument("--predictions", default=None, metavar="PREDS.json",
+                   help="score this {question id: answer text} file instead of running a model")
+    g.add_argument("--batch", type=int, default=1,
+                   help="questions per answer_batch call: 1 (default) times each question alone; "
+                        "N > 1 runs faster and reports latency amortized over the batch")
+    g.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
+    g.add_argument("--markdown", default=None, metavar="OUT", help="write the table as Markdown")
+    g.add_argument("--plot", default=None, metavar="OUT.png", help="plot F1 against median latency")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="write eval.json, eval.md and eval.png into DIR (unless named above)")
+    g.add_argument("--machine", default=None, help="the machine's name in the report (default: CPU model)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def load_config(args, config):
+    """The model of `args` for one --compare configuration."""
+    changed = {"target": config.target, "precision": config.precision, "spec": config.spec or args.spec}
+    return load_from_args(argparse.Namespace(**{**vars(args), **changed}))
+
+
+@subcommand("eval", "score answers to SQuAD v1.1/v2.0 questions: EM, F1, latency (--compare: several "
+            "configurations)", add_eval_arguments)
+def run_eval(args) -> int:
+    from pathlib import Path
+    from bertqa.eval import compare, report
+    from bertqa.eval.squad_data import read_predictions, read_squad
+    if args.batch < 1:
+        raise BertQAError(f"--batch must be >= 1, got {args.batch}")
+    paths = report_paths(args)
+    if paths["plot"] and not args.predictions:
+        report.require_matplotlib()
+    data = read_squad(args.data, args.limit)
+    if data.no_gold:
+        print(f"warning: {len(data.no_gold)} questions have no gold answer and are not scored: "
+              f"{', '.join(data.no_gold[:10])}{' ...' if len(data.no_gold) > 10 else ''}", file=sys.stderr)
+    if args.predictions:
+        runs = [compare.predictions_run(read_predictions(args.predictions), data)]
+        model, threads = Path(args.predictions).name, None
+    else:
+        configs = (compare.parse_configs(args.compare) if args.compare
+                   else [compare.Config(args.target, args.precision)])
+        runs = compare.run_configs(configs, data, lambda c: load_config(args, c), args.batch,
+                                   not args.no_progress)
+        model, threads = runs[0].info["model"], runs[0].info["threads"]
+    rows = compare.result_rows(runs, data)
+    latency = "-" if args.predictions else rows[0]["latency"]
+    meta = report.make_meta(data, model, args.machine, threads, latency)
+    print(report.format_table(rows, meta))
+    write_reports(paths, rows, meta)
+    return 0
+
+
+def report_paths(args) -> dict:
+    """kind -> output path, checked before the run: a long run must not end on a missing folder."""
+    from pathlib import Path
+    paths = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        defaults = {"json": "eval.json", "markdown": "eval.md", "plot": "eval.png"}
+        paths = {k: v or str(Path(args.out) / defaults[k]) for k, v in paths.items()}
+    for path in filter(None, paths.values()):
+        if not Path(path).resolve().parent.is_dir():
+            raise BertQAError(f"cannot write {path}: its folder does not exist")
+    return paths
+
+
+def write_reports(paths: dict, rows, meta) -> None:
+    from bertqa.eval import report
+    writers = {"json": report.write_json, "markdown": report.write_markdown, "plot": report.write_plot}
+    for kind, path in paths.items():
+        if path is None:
+            continue
+        try:
+            wrote = writers[kind](path, rows, meta) is not False
+        except OSError as e:
+            raise BertQAError(f"cannot write {path}: {e.strerror or e}") from None
+        print(f"wrote {path}" if wrote else f"no {kind} written: no latency to plot")
+
+
+# -- profile ------------------------------------------------------------------------------------
+
+def add_profile_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    p.add_argument("--data", default=None,
+                   help="stories to ask about (CoQA, SQuAD, text; default: the built-in stories)")
+    p.add_argument("--questions", type=int, default=None, help="ask at most N questions in all")
+
+
+@subcommand("profile", "time a forward pass by layer type: Linear (and backend parts), attention, "
+            "the rest; int8 shifts and saturation per layer", add_profile_arguments)
+def run_profile(args) -> int:
+    from bertqa.data.readers import builtin_stories, read_stories
+    from bertqa.profile import format_profile, profile_questions
+    if args.questions is not None and args.questions < 1:
+        raise BertQAError(f"--questions must be >= 1, got {args.questions}")
+    stories = read_stories(args.data) if args.data else builtin_stories()
+    pairs = [(q, s.context) for s in stories for q in s.questions][:args.questions]
+    if not pairs:
+        raise BertQAError("no questions to profile")
+    qa = load_from_args(args, fallback_to_bundled=args.model is None)
+    print_header(qa, "bertqa profile")
+    print()
+    print(format_profile(profile_questions(qa, pairs)))
+    if qa.precision == "int":
+        print_layer_report(qa)
+    return 0
+

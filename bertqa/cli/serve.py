@@ -1,0 +1,59 @@
+"""`bertqa serve`."""
+from __future__ import annotations
+
+import argparse
+
+from bertqa.cli.registry import subcommand
+from bertqa.cli.common import add_model_options, load_from_args, print_header
+from bertqa.errors import BertQAError
+
+# -- serve --------------------------------------------------------------------------------------
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from bertqa.serve.config import ServeConfig
+    d = ServeConfig()
+    add_model_options(p)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default=d.host,
+                   help="address to listen on (default: loopback only; 0.0.0.0 exposes the server)")
+    g.add_argument("--port", type=int, default=d.port, help="0 picks a free port (printed at start)")
+    g.add_argument("--max-batch", type=int, default=d.max_batch,
+                   help="windows per forward pass across requests; 1 turns dynamic batching off")
+    g.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                   help="how long a batch waits for more requests after its first one")
+    g.add_argument("--max-queue", type=int, default=d.max_queue,
+                   help="requests waiting for the model; more get 503 with Retry-After")
+    g.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per request; then 504")
+    g.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    g.add_argument("--max-question-chars", type=int, default=d.max_question_chars)
+    g.add_argument("--max-context-chars", type=int, default=d.max_context_chars)
+    g.add_argument("--max-windows", type=int, default=d.max_windows, help="windows per request")
+    g.add_argument("--max-items", type=int, default=d.max_items, help="pairs per /v1/answer:batch request")
+    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+@subcommand("serve", "answer questions over HTTP with dynamic batching (needs bertqa[serve])",
+            add_serve_arguments)
+def run_serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise BertQAError(f"bertqa serve needs fastapi and uvicorn ({e.name} is not installed): "
+                          "pip install 'bertqa[serve]'") from None
+    from bertqa.serve.app import serve
+    from bertqa.serve.config import ServeConfig
+    try:
+        config = ServeConfig(host=args.host, port=args.port, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             timeout_s=args.timeout_s, max_body_bytes=args.max_body_bytes,
+                             max_question_chars=args.max_question_chars,
+                             max_context_chars=args.max_context_chars,
+                             max_windows=args.max_windows, max_items=args.max_items)
+    except ValueError as e:
+        raise BertQAError(str(e)) from None
+    qa = load_from_args(args)
+    print_header(qa, "bertqa serve")
+    serve(qa, config, args.log_level)
+    return 0
+

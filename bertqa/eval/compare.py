@@ -1,0 +1,189 @@
+"""Run configurations (target, precision, spec) over the same SQuAD questions and score them.
+
+Questions go through `QAModel.answer_batch` in file order, `batch` questions per call. Latency
+is the wall time of that call (tokenize, forward, decode) divided by the questions in it: with
+batch 1 (the default) it is each question's own latency; with a larger batch it is amortized,
+faster to collect, and the table says so. Batch 1 also keeps every answer independent of its
+neighbours: with per-tensor activation scales an int8 forward shares one scale across a batch.
+
+For SQuAD v2.0 each question also gets a "no answer" score, log(p_null / p_best span). The two
+probabilities are softmaxes over one window, so this equals the decoder's null-minus-span logit
+margin whenever both come from the same window (every context that fits in one window): the
+best threshold reported for it is then the `--null-threshold` to use.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from bertqa.errors import BertQAError
+from bertqa.eval.squad_data import SquadQuestion, SquadSet
+from bertqa.eval.squad_metric import score_v1, score_v2
+from bertqa.quant.spec import PRESETS
+from bertqa.targets import PRECISIONS, TARGETS
+
+
+@dataclass(frozen=True)
+class Config:
+    target: str
+    precision: str
+    spec: str | None = None          # a QuantSpec preset name; None: the run's --spec
+
+    @property
+    def label(self) -> str:
+        return " ".join(x for x in (self.target, self.precision, self.spec) if x)
+
+
+def parse_configs(text: str) -> list[Config]:
+    """'cpu:fp,customcpu:int:channel-row' -> Configs (target:precision[:spec preset])."""
+    configs = []
+    for item in (s.strip() for s in text.split(",")):
+        parts = item.split(":")
+        if not item or len(parts) not in (2, 3):
+            raise BertQAError(f"--compare item {item!r}: write target:precision[:spec], "
+                              "e.g. cpu:fp or customcpu:int:channel-row")
+        target, precision, spec = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+        if target not in TARGETS:
+            raise BertQAError(f"--compare item {item!r}: unknown target {target!r} ({', '.join(TARGETS)})")
+        if precision not in PRECISIONS:
+            raise BertQAError(f"--compare item {item!r}: unknown precision {precision!r} (fp or int)")
+        if spec is not None and spec not in PRESETS:
+            raise BertQAError(f"--compare item {item!r}: unknown spec preset {spec!r} ({', '.join(PRESETS)})")
+        if spec is not None and (target == "cpu" or precision != "int"):
+            raise BertQAError(f"--compare item {item!r}: a spec applies to a custom target with precision int")
+        config = Config(target, precision, spec)
+        if config in configs:
+            raise BertQAError(f"--compare lists {item!r} twice")
+        configs.append(config)
+    return configs
+
+
+@dataclass
+class Run:
+    """One configuration's answers and timings over the questions."""
+    label: str
+    target: str
+    precision: str
+    spec: str                                               # QuantSpec label, or "-"
+    predictions: dict[str, str]
+    na_scores: dict[str, float] = field(default_factory=dict)   # v2.0 only
+    latencies_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0                                    # sum of the timed answer_batch calls
+    batch: int = 1
+    info: dict = field(default_factory=dict)                # backend, load time, ...
+
+
+def _prediction(answers, allow_no_answer: bool, null_threshold: float, v2: bool) -> tuple[str, float]:
+    """(text, no-answer score) from answer_batch's list for one question."""
+    if not v2:
+        return answers[0].text, 0.0
+    null = answers[0]                       # v2 asks for [null answer, best span]
+    span = answers[1] if len(answers) > 1 else None
+    if span is None:
+        return "", math.inf
+    na = math.log(max(null.score, 1e-300)) - math.log(max(span.score, 1e-300))
+    return ("" if allow_no_answer and na > null_threshold else span.text), na
+
+
+def answer_questions(qa, questions: Sequence[SquadQuestion], v2: bool, batch: int = 1,
+                     progress: bool = True, desc: str = "") -> Run:
+    """Answer every question with `qa` (a QAModel), `batch` questions per answer_batch call."""
+    from tqdm import tqdm
+    assert batch >= 1, f"batch must be >= 1, got {batch}"
+    decode = qa.options.decode
+    options, top_k = (qa.options.with_decode(allow_no_answer=True, null_threshold=-math.inf), 2) \
+        if v2 else (None, 1)
+    qa.answer_batch([questions[0].question], [questions[0].context])     # warm-up, not timed
+    header = qa.header()
+    run = Run(desc, qa.target, qa.precision, header["quantization"], {}, batch=batch,
+              info={"model": header["model"], "backend": header["linear backend"],
+                    "threads": header["threads"], "load_avg_1m": [load_average()]})
+    with tqdm(total=len(questions), desc=desc, unit="q", file=sys.stderr, disable=not progress,
+              dynamic_ncols=True) as bar:
+        for start in range(0, len(questions), batch):
+            chunk = questions[start:start + batch]
+            t0 = time.perf_counter()
+            results = qa.answer_batch([q.question for q in chunk], [q.context for q in chunk],
+                                      top_k=top_k, options=options)
+            dt = time.perf_counter() - t0
+            run.seconds += dt
+            run.latencies_ms += [1000.0 * dt / len(chunk)] * len(chunk)
+            for q, answers in zip(chunk, results):
+                text, na = _prediction(answers, decode.allow_no_answer, decode.null_threshold, v2)
+                run.predictions[q.id] = text
+                if v2:
+                    run.na_scores[q.id] = na
+            bar.update(len(chunk))
+    run.info["load_avg_1m"].append(load_average())
+    return run
+
+
+def load_average() -> float | None:
+    """The OS's 1-minute load average: on a shared machine, how far to trust the latencies."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def run_configs(configs: Sequence[Config], data: SquadSet, load: Callable[[Config], object],
+                batch: int = 1, progress: bool = True) -> list[Run]:
+    """Load each configuration in turn (one model in memory at a time) and answer `data`."""
+    runs = []
+    for config in configs:
+        t0 = time.perf_counter()
+        qa = load(config)
+        load_s = time.perf_counter() - t0
+        run = answer_questions(qa, data.questions, data.version == "2.0", batch, progress, config.label)
+        run.info["load_s"] = load_s
+        runs.append(run)
+        del qa
+        gc.collect()
+    return runs
+
+
+def score_run(run: Run, data: SquadSet) -> dict:
+    """The metric of the file's version for one run (v1.1 questions without gold left out)."""
+    if data.version == "2.0":
+        return score_v2(run.predictions, data.golds, run.na_scores or None)
+    golds = {qid: g for qid, g in data.golds.items() if g}
+    return score_v1(run.predictions, golds)
+
+
+def latency_summary(run: Run) -> dict:
+    if not run.latencies_ms:
+        return {"latency_ms_p50": None, "latency_ms_p90": None, "latency_ms_p99": None,
+                "questions_per_s": None, "latency": "-"}
+    p50, p90, p99 = np.percentile(np.asarray(run.latencies_ms), [50, 90, 99])
+    mode = "per question" if run.batch == 1 else f"amortized over batches of {run.batch}"
+    return {"latency_ms_p50": float(p50), "latency_ms_p90": float(p90), "latency_ms_p99": float(p99),
+            "questions_per_s": len(run.latencies_ms) / run.seconds if run.seconds else None,
+            "latency": mode}
+
+
+def result_rows(runs: Sequence[Run], data: SquadSet) -> list[dict]:
+    """One row per run: scores, delta F1 and answer agreement against the first run, latency."""
+    rows, first = [], runs[0] if runs else None
+    for run in runs:
+        scores = score_run(run, data)
+        same = [run.predictions.get(q.id) == first.predictions.get(q.id) for q in data.questions]
+        row = {"label": run.label, "target": run.target, "precision": run.precision, "spec": run.spec,
+               **scores,
+               "delta_f1": scores["f1"] - (rows[0]["f1"] if rows else scores["f1"]),
+               "same_answer_pct": 100.0 * sum(same) / len(same),
+               **latency_summary(run), **run.info}
+        rows.append(row)
+    return rows
+
+
+def predictions_run(predictions: dict[str, str], data: SquadSet) -> Run:
+    """A run for an existing predictions file, restricted to the questions of `data`."""
+    ids = {q.id for q in data.questions}
+    return Run("predictions", "predictions", "-", "-", {k: v for k, v in predictions.items() if k in ids})

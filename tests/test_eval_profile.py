@@ -1,0 +1,64 @@
+"""The forward profiler on a tiny random BERT: hooks only while profiling, times add up, parts shown."""
+import pytest
+import torch
+
+from bertqa.backends.cpu_reference import ReferenceBackend
+from bertqa.model.bert import BertConfig, random_model
+from bertqa.profile import ForwardProfiler, format_profile, layer_type
+from bertqa.quant import quantize_model
+
+TINY = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=64)
+
+
+class PartsBackend(ReferenceBackend):
+    """The reference, reporting made-up parts the way a native backend would."""
+    name = "parts"
+
+    def run(self, handle, x, stats):
+        stats.parts["gemm"] = stats.parts.get("gemm", 0.0) + 0.002
+        stats.parts["quantize"] = stats.parts.get("quantize", 0.0) + 0.001
+        return super().run(handle, x, stats)
+
+
+def forward(model, n=3):
+    ids = torch.randint(1, 100, (2, 12))
+    with torch.inference_mode():
+        for _ in range(n):
+            model(ids, torch.zeros_like(ids), torch.ones_like(ids))
+
+
+def test_layer_type():
+    assert layer_type("layers.3.attention.qkv") == "attention.qkv"
+    assert layer_type("encoder.layer.11.output.dense") == "output.dense"
+    assert layer_type("qa_outputs") == "qa_outputs"
+
+
+def test_plain_model_times_add_up_and_hooks_go_away():
+    model = random_model(TINY)
+    with ForwardProfiler(model) as prof:
+        forward(model)
+    s = prof.summary()
+    assert s["forwards"] == 3
+    assert set(s["linear"]) == {"attention.qkv", "attention.out", "ffn.up", "ffn.down", "qa_outputs"}
+    assert s["linear"]["ffn.up"]["calls"] == 3 * TINY.num_hidden_layers
+    assert s["linear"]["ffn.up"]["backend"] is None
+    assert s["linear_total"] > 0 and s["attention"] > 0 and s["forward"] > s["linear_total"]
+    assert s["linear_total"] + s["attention"] + s["rest"] == pytest.approx(s["forward"])
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_custom_nodes_show_backend_time_and_parts():
+    model = random_model(TINY)
+    nodes = quantize_model(model, "int", "cpu-reference")
+    for node in nodes:
+        node.set_backend(PartsBackend())
+    forward(model, n=1)                               # stats from before profiling are dropped
+    with ForwardProfiler(model) as prof:
+        forward(model, n=2)
+    s = {**prof.summary(), "total": 1.0, "questions": 2}
+    qkv = s["linear"]["attention.qkv"]
+    assert 0 < qkv["backend"] <= qkv["seconds"]
+    assert qkv["parts"]["gemm"] == pytest.approx(2 * TINY.num_hidden_layers * 0.002)
+    text = format_profile(s)
+    assert "in the backend" in text and "gemm" in text and "quantize" in text
