@@ -8,6 +8,10 @@ dynamic int8 Linear, a custom node); for custom nodes the time inside the backen
 Attention is each attention module's time minus its Linear layers' time: SDPA, the head
 reshapes, the residual add and the LayerNorm. The model knows nothing of this; modules are
 recognised by kind (Linear) and by class name (`...Attention`).
+
+On a device that computes asynchronously (CUDA) every clock read synchronises, and the custom
+nodes' own backend seconds (host time: kernel launches) are not shown. A model replayed from
+CUDA graphs runs no module code to hook, so the profile runs its eager model instead and says so.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from bertqa.quant import CustomLinear, custom_nodes
+from bertqa.quant.linear import flush_stats
 
 
 def is_linear(module: nn.Module) -> bool:
@@ -88,7 +93,7 @@ class ForwardProfiler:
             row["seconds"] += self.seconds[name]
             row["calls"] += self.calls[name]
             node = nodes.get(name)
-            if node is not None:
+            if node is not None and self.sync is None:
                 row["backend"] = (row["backend"] or 0.0) + node.stats.seconds
                 for part, s in node.stats.parts.items():
                     row["parts"][part] += s
@@ -102,21 +107,37 @@ class ForwardProfiler:
                 "forwards": self.calls[""]}
 
 
+def eager_model(model: nn.Module) -> nn.Module:
+    """The module whose forward runs module by module: a CUDA-graph wrapper's inner model."""
+    from bertqa.backends.cuda_graphs import GraphedModel
+    return model.model if isinstance(model, GraphedModel) else model
+
+
 def profile_questions(qa, pairs: Sequence[tuple[str, str]]) -> dict:
     """Answer (question, context) pairs one at a time under the profiler; the summary plus
-    'total' (wall seconds for all questions) and 'questions'."""
+    'total' (wall seconds for all questions), 'questions' and 'notes'."""
     assert pairs, "profile needs at least one question"
-    sync = None
+    sync, notes = None, []
     if str(qa.prepared.device).startswith("cuda"):
         import torch
         sync = torch.cuda.synchronize
-    qa.answer(*pairs[0])                                   # warm-up, not profiled
-    with ForwardProfiler(qa.prepared.model, sync) as prof:
-        t0 = time.perf_counter()
-        for question, context in pairs:
-            qa.answer(question, context)
-        total = time.perf_counter() - t0
-    return {**prof.summary(), "total": total, "questions": len(pairs)}
+        notes.append("every clock read synchronises the GPU; the backends' own (host) time is not shown")
+    graphed = qa.pipeline.model
+    model = eager_model(graphed)
+    if model is not graphed:
+        notes.append("CUDA graphs off while profiling: the model runs eagerly, module by module")
+    qa.pipeline.model = model
+    try:
+        qa.answer(*pairs[0])                               # warm-up, not profiled
+        with ForwardProfiler(model, sync) as prof:
+            t0 = time.perf_counter()
+            for question, context in pairs:
+                qa.answer(question, context)
+            total = time.perf_counter() - t0
+        flush_stats(model)                                 # device-side saturation counters
+    finally:
+        qa.pipeline.model = graphed
+    return {**prof.summary(), "total": total, "questions": len(pairs), "notes": notes}
 
 
 def format_profile(summary: dict) -> str:
@@ -140,4 +161,4 @@ def format_profile(summary: dict) -> str:
     add("rest of the model (embeddings, GELU, FFN norm)", summary["rest"])
     add("model forward", summary["forward"], summary["forwards"])
     add("outside the model (tokenize, windows, decode)", total - summary["forward"])
-    return "\n".join(lines)
+    return "\n".join(lines + [f"note: {n}" for n in summary.get("notes", [])])

@@ -62,3 +62,21 @@ def test_custom_nodes_show_backend_time_and_parts():
     assert qkv["parts"]["gemm"] == pytest.approx(2 * TINY.num_hidden_layers * 0.002)
     text = format_profile(s)
     assert "in the backend" in text and "gemm" in text and "quantize" in text
+
+
+def test_graph_replayed_model_is_profiled_eagerly_and_restored():
+    """A CUDA-graph wrapper runs no module code to hook: the profile runs its eager model."""
+    from bertqa.api import from_module
+    from bertqa.backends.cuda_graphs import GraphedModel
+    from bertqa.model.loading import BUNDLED_DIR
+    from bertqa.profile import profile_questions
+    config = BertConfig(**{**TINY.__dict__, "vocab_size": 30522})
+    qa = from_module(random_model(config), BUNDLED_DIR, "tiny")
+    graphed = GraphedModel(qa.pipeline.model)            # on CPU inputs it runs eagerly anyway
+    qa.pipeline.model = graphed
+    pairs = [("Who kept the lighthouse?", "Ada kept the lighthouse for forty years.")] * 2
+    s = profile_questions(qa, pairs)
+    assert qa.pipeline.model is graphed
+    assert s["forwards"] == 2 and s["linear"]["ffn.up"]["calls"] == 2 * config.num_hidden_layers
+    assert any("CUDA graphs off" in n for n in s["notes"])
+    assert "note: CUDA graphs off" in format_profile(s)
