@@ -25,9 +25,10 @@ def builtin_stories() -> list[Story]:
     return read_stories(BUILTIN)
 
 
-def _load_json(path: Path):
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, or DataError saying why not."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"data file {path} does not exist") from None
     except IsADirectoryError:
@@ -35,7 +36,11 @@ def _load_json(path: Path):
     except UnicodeDecodeError as e:
         raise DataError(f"data file {path} is not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
+        raise DataError(f"cannot read data file {path}: {e.strerror or e}") from None
+
+
+def _load_json(path: Path):
+    text = _read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -82,12 +87,7 @@ def _stories_from_builtin(data: list, path: Path) -> list[Story]:
 
 def _stories_from_text(path: Path) -> list[Story]:
     """Plain text: the story, with questions on lines that start with 'Q:' anywhere in it."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"data file {path} is not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise DataError(f"cannot read data file {path}: {e.strerror or e}") from None
+    lines = _read_text(path).splitlines()
     questions = [l.strip()[2:].strip() for l in lines if l.strip().startswith("Q:")]
     context = "\n".join(l for l in lines if not l.strip().startswith("Q:")).strip()
     if not context:
@@ -99,10 +99,6 @@ def read_stories(path: str | Path) -> list[Story]:
     """Stories from a CoQA, SQuAD or bertqa JSON file, or a plain text file (.txt or other)."""
     path = Path(path)
     if path.suffix.lower() != ".json":
-        if not path.exists():
-            raise DataError(f"data file {path} does not exist")
-        if path.is_dir():
-            raise DataError(f"data file {path} is a directory")
         return _stories_from_text(path)
     doc = _load_json(path)
     if isinstance(doc, dict) and isinstance(doc.get("stories"), list):
