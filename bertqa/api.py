@@ -95,20 +95,22 @@ class QAModel:
     def header(self) -> dict:
         p = self.prepared
         return {"model": self.model_name, "parameters": self.n_parameters, "target": p.target,
-                "precision": p.precision, "linear backend": p.backend,
+                "precision": p.precision, "linear backend": p.backend, "attention": p.attention,
                 "quantization": p.spec.label() if p.spec else "-", "threads": self.threads}
 
 
 def load(model: str | None = None, target: str | None = None, precision: str | None = None,
          spec: QuantSpec | str | None = None, threads: int | None = None, backend: str | None = None,
          options: QAOptions | None = None, fallback_to_bundled: bool = False,
-         aie_device: str | None = None) -> QAModel:
+         aie_device: str | None = None, attention: str | None = None) -> QAModel:
     """Load `model` (None: the seed's BERT-large from the hub cache; 'bundled'; a directory; a hub
     id; a directory written by QAModel.save) and prepare it for target/precision (default cpu
     and fp; for a saved model, the target it was saved for and int). With fallback_to_bundled,
     an unreachable default model falls back to the bundled minilm-l6-squad and a note says so.
     `aie_device` ('auto', 'emulator' or 'npu'; None means auto) picks what runs --target aie's
-    tiles. Custom targets read a safetensors checkpoint one Linear layer at a time."""
+    tiles. `attention` ('auto', 'fp32', 'bf16'; None means auto) picks what computes attention on
+    the host (bertqa.attention). Custom targets read a safetensors checkpoint one Linear layer at
+    a time."""
     notes = []
     try:
         model_dir = resolve_model(model)
@@ -120,7 +122,8 @@ def load(model: str | None = None, target: str | None = None, precision: str | N
         model_dir = BUNDLED_DIR
     backend_options = {"aie_device": aie_device} if aie_device else None
     if is_prepared_dir(model_dir):
-        return load_saved(model_dir, target, precision, spec, threads, backend, options, backend_options)
+        return load_saved(model_dir, target, precision, spec, threads, backend, options, backend_options,
+                          attention)
     name = BUNDLED_DIR.name if model_dir == BUNDLED_DIR else (model or DEFAULT_MODEL)
     target, precision = target or "cpu", precision or "fp"
     if target in TARGET_BACKENDS and can_stream(model_dir):
@@ -128,13 +131,13 @@ def load(model: str | None = None, target: str | None = None, precision: str | N
     else:
         net, fetchers = load_model(model_dir), None
     return from_module(net, model_dir, name, target, precision, spec, threads, backend, options,
-                       notes, aie_device, fetchers)
+                       notes, aie_device, fetchers, attention)
 
 
 def load_saved(model_dir: Path, target: str | None = None, precision: str | None = None,
                spec: QuantSpec | str | None = None, threads: int | None = None,
                backend: str | None = None, options: QAOptions | None = None,
-               backend_options: dict | None = None) -> QAModel:
+               backend_options: dict | None = None, attention: str | None = None) -> QAModel:
     """A QAModel from a directory written by QAModel.save: no fp32 weights, no calibration."""
     if precision not in (None, "int"):
         raise TargetUnavailable(f"{model_dir} holds a prepared int8 model: --precision int only")
@@ -142,7 +145,7 @@ def load_saved(model_dir: Path, target: str | None = None, precision: str | None
     tokenizer = Tokenizer(model_dir)
     prepared, n_params, manifest = prepare_saved(
         model_dir, target, QuantSpec.parse(spec) if isinstance(spec, str) else spec, backend,
-        backend_options)
+        backend_options, attention)
     set_threads(threads)
     return QAModel(prepared, tokenizer, manifest["model_name"], model_dir, options or QAOptions(),
                    n_params, threads, [f"int8 model prepared earlier, read from {model_dir}"])
@@ -152,7 +155,8 @@ def from_module(net: BertForQA, model_dir: Path, name: str, target: str = "cpu",
                 precision: str = "fp", spec: QuantSpec | str | None = None,
                 threads: int | None = None, backend: str | None = None,
                 options: QAOptions | None = None, notes: list[str] | None = None,
-                aie_device: str | None = None, fetchers: dict | None = None) -> QAModel:
+                aie_device: str | None = None, fetchers: dict | None = None,
+                attention: str | None = None) -> QAModel:
     """A QAModel around an fp32 BertForQA built in code (e.g. `random_model(BertConfig.bert_large())`
     for speed tests), with the tokenizer of `model_dir`, prepared for target/precision.
     `fetchers`: the model's Linear weights are read on demand (loading.lazy_model)."""
@@ -166,7 +170,7 @@ def from_module(net: BertForQA, model_dir: Path, name: str, target: str = "cpu",
         spec = QuantSpec.parse(spec)
     prepared = prepare_target(net, target, precision, spec, calibration_runner(tokenizer, options),
                               backend, backend_options={"aie_device": aie_device} if aie_device else None,
-                              fetchers=fetchers)
+                              fetchers=fetchers, attention_mode=attention)
     set_threads(threads)
     return QAModel(prepared, tokenizer, name, model_dir, options, n_params, threads, list(notes or []))
 

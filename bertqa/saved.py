@@ -100,7 +100,7 @@ def read_manifest(path: Path) -> dict:
 
 
 def prepare_saved(path: Path, target: str | None, spec: QuantSpec | None, backend: str | None,
-                  backend_options: dict | None) -> tuple[Prepared, int, dict]:
+                  backend_options: dict | None, attention: str | None = None) -> tuple[Prepared, int, dict]:
     """(Prepared, parameters of the fp32 model, manifest) for the saved model in `path` on
     `target` (default: the one it was saved for)."""
     manifest = read_manifest(path)
@@ -131,5 +131,6 @@ def prepare_saved(path: Path, target: str | None, spec: QuantSpec | None, backen
         except SavedNodeError as e:
             raise ModelError(f"{path}: {e}") from None
     prepared = prepare_target(model.eval(), target or manifest["target"], "int", manifest["spec"],
-                              backend=backend, backend_options=backend_options, build_nodes=build_nodes)
+                              backend=backend, backend_options=backend_options, build_nodes=build_nodes,
+                              attention_mode=attention)
     return prepared, n_params, manifest

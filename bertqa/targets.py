@@ -17,6 +17,7 @@ from typing import Callable
 
 from torch import nn
 
+from bertqa import attention as host_attention
 from bertqa.backends import REGISTRY, load_backend
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import QuantSpec, custom_nodes, flush_stats, quantize_model
@@ -41,6 +42,7 @@ class Prepared:
     spec: QuantSpec | None = None
     notes: list[str] = field(default_factory=list)   # fallbacks and other facts for the header
     device: str = "cpu"
+    attention: str = host_attention.FP32_LABEL     # what computes softmax(QK^T) V, in words
 
 
 def choose_backend(target: str, requested: str | None = None):
@@ -78,8 +80,11 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
                    calibrate: Callable[[nn.Module], None] | None = None,
                    backend: str | None = None, fuse_gelu: bool = True,
                    backend_options: dict | None = None, fetchers: dict | None = None,
-                   build_nodes: Callable[[nn.Module, object], None] | None = None) -> Prepared:
+                   build_nodes: Callable[[nn.Module, object], None] | None = None,
+                   attention_mode: str | None = None) -> Prepared:
     """Turn an fp32 model into the model for target/precision (in place where possible).
+    `attention_mode`: 'auto' (None), 'fp32' or 'bf16' (bertqa.attention); it is set before
+    calibration, so that calibration sees the activations inference will see.
     `backend_options` go to the chosen backend's `configure` (e.g. {'aie_device': 'emulator'}).
     Custom targets only: with `fetchers` the model's Linear layers hold no weights yet and
     fetchers[name]() reads them; they are quantized one layer at a time (quant.streaming).
@@ -94,16 +99,18 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
         if backend or backend_options:
             what = "--backend" if backend else "backend options (" + ", ".join(backend_options) + ")"
             raise TargetUnavailable(f"{what} apply to the custom targets, not --target cpu")
+        att = host_attention.install(model, attention_mode, target, precision)
         if precision == "fp":
-            return Prepared(model, target, precision, "PyTorch fp32 (torch.nn.Linear)")
+            return Prepared(model, target, precision, "PyTorch fp32 (torch.nn.Linear)", attention=att)
         return Prepared(torch_dynamic_int8(model), target, precision,
-                        "PyTorch dynamic int8 (torch.ao quantize_dynamic)")
+                        "PyTorch dynamic int8 (torch.ao quantize_dynamic)", attention=att)
     chosen, notes = choose_backend(target, backend)
     if precision not in chosen.precisions:
         raise TargetUnavailable(f"--target {target} (backend {chosen.name}) computes --precision "
                                 f"{' or '.join(chosen.precisions)} only, not {precision}")
     chosen = chosen.configure(**(backend_options or {}))
     spec = (spec or QuantSpec.default()) if precision == "int" else None
+    att = host_attention.install(model, attention_mode, target, precision, getattr(chosen, "device", "cpu"))
     prepare = getattr(chosen, "prepare_model", None)          # a backend may move the model first
     if prepare is not None:
         model = prepare(model)
@@ -119,7 +126,7 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
     compute = getattr(chosen, "fp_compute", "fp32")
     label = chosen.describe() + ("" if precision == "int" else f", {compute} compute")
     return Prepared(model, target, precision, label, spec, notes,
-                    device=getattr(chosen, "device", "cpu"))
+                    device=getattr(chosen, "device", "cpu"), attention=att)
 
 
 def int8_layer_report(model: nn.Module) -> list[dict]:

@@ -47,6 +47,10 @@
 namespace py = pybind11;
 using namespace bertqa;
 
+namespace bertqa {
+void register_attention(py::module_& m);   // attention_module.cpp
+}
+
 namespace {
 
 using FloatArray = py::array_t<float, py::array::c_style>;
@@ -201,6 +205,7 @@ PYBIND11_MODULE(_native, m) {
   m.def("measure_peak", &measure_peak, py::arg("isa") = "avx512vnni", py::arg("seconds") = 0.3,
         py::arg("threads") = 0, py::arg("cpu_time") = false,
         "int8 GOPS of a tight multiply-add loop (see int8_linear_runtime.h).");
+  register_attention(m);
   m.attr("MAX_K") = kMaxK;
   m.attr("MAX_K_AVX512VNNI") = kMaxKOffsetU8;
 }

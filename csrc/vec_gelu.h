@@ -27,6 +27,20 @@ constexpr float kRsqrt2 = 0.70710678118654752f;
 
 }  // namespace vec_gelu
 
+// exp(x) for x <= 0 (NaN stays NaN): Cody-Waite reduction, degree-7 Taylor polynomial, x
+// clamped at kExpMin (exp(-87) ~ 1.6e-38, the smallest result; callers that need 0 mask it).
+__attribute__((target("avx512f,avx512dq,fma"))) static inline __m512 exp_nonpositive_avx512(__m512 x) {
+  using namespace vec_gelu;
+  x = _mm512_max_ps(x, _mm512_set1_ps(kExpMin));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), f);
+  __m512 p = _mm512_set1_ps(kExp[7]);
+  for (int i = 6; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp[i]));
+  return _mm512_scalef_ps(p, n);
+}
+
 __attribute__((target("avx512f,avx512dq,fma"))) static inline __m512 gelu_avx512(__m512 y) {
   using namespace vec_gelu;
   const __m512 z = _mm512_mul_ps(_mm512_abs_ps(y), _mm512_set1_ps(kRsqrt2));
@@ -34,16 +48,7 @@ __attribute__((target("avx512f,avx512dq,fma"))) static inline __m512 gelu_avx512
   const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), one));
   __m512 r = _mm512_set1_ps(kR[9]);
   for (int i = 8; i >= 0; --i) r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(kR[i]));
-  // exp(-z^2)
-  const __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z)),
-                                 _mm512_set1_ps(kExpMin));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), f);
-  __m512 p = _mm512_set1_ps(kExp[7]);
-  for (int i = 6; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp[i]));
-  const __m512 e = _mm512_scalef_ps(p, n);
+  const __m512 e = exp_nonpositive_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z)));
   const __m512 h = _mm512_mul_ps(_mm512_mul_ps(e, r), _mm512_set1_ps(0.5f));
   const __mmask16 nonneg = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GE_OQ);
   const __m512 phi = _mm512_mask_sub_ps(h, nonneg, one, h);

@@ -15,12 +15,17 @@ def test_parse_configs():
     assert parse_configs("cpu:fp, customcpu:int:channel-row") == [
         Config("cpu", "fp"), Config("customcpu", "int", "channel-row")]
     assert Config("customcpu", "int", "channel-row").label == "customcpu int channel-row"
+    assert parse_configs("customcpu:int:attn=fp32,customcpu:int:tensor:attn=bf16") == [
+        Config("customcpu", "int", None, "fp32"), Config("customcpu", "int", "tensor", "bf16")]
+    assert Config("customcpu", "int", None, "fp32").label == "customcpu int attn=fp32"
 
 
 @pytest.mark.parametrize("text, message", [
     ("cpu", "write target:precision"), ("tpu:fp", "unknown target"), ("cpu:int8", "unknown precision"),
     ("customcpu:int:fast", "unknown spec preset"), ("cpu:int:channel-row", "a spec applies"),
     ("customcpu:fp:int32", "a spec applies"), ("cpu:fp,cpu:fp", "twice"), ("cpu:fp,", "write target"),
+    ("customcpu:int:attn=int4", "unknown attention"), ("customcpu:int:tensor:int32", "two specs"),
+    ("customcpu:int:tensor:attn=fp32:x", "write target"),
 ])
 def test_parse_configs_errors(text, message):
     with pytest.raises(BertQAError, match=message):

@@ -26,6 +26,9 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
                         "weights=tensor|channel,acts=tensor|row,requant=int16|int32,shift=N,smooth=A")
     g.add_argument("--backend", default=None, help="force one Linear backend for a custom target")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and the kernels")
+    g.add_argument("--attention", choices=("auto", "fp32", "bf16"), default=None,
+                   help="host attention: fp32 PyTorch SDPA or the native AVX512-BF16 kernel "
+                        "(auto: bf16 for int8 customcpu/aie where the CPU has it)")
     g.add_argument("--aie-device", choices=("auto", "emulator", "npu"), default=None,
                    help="with --target aie: run the tiles on the NPU or on the tile-exact emulator "
                         "(default auto: the NPU where one is found)")
@@ -65,7 +68,8 @@ def load_from_args(args, fallback_to_bundled: bool = False):
         raise BertQAError(f"--threads must be >= 1, got {args.threads}")
     return bertqa.load(model=args.model, target=args.target, precision=args.precision, spec=spec,
                        threads=args.threads, backend=args.backend, options=qa_options(args),
-                       fallback_to_bundled=fallback_to_bundled, aie_device=args.aie_device)
+                       fallback_to_bundled=fallback_to_bundled, aie_device=args.aie_device,
+                       attention=args.attention)
 
 
 def print_header(qa, title: str) -> None:

@@ -16,9 +16,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation")
     g.add_argument("--data", required=True, help="SQuAD v1.1 or v2.0 JSON file")
     g.add_argument("--limit", type=int, default=None, help="the first N questions of the file, in file order")
-    g.add_argument("--compare", default=None, metavar="T:P[:SPEC],...",
+    g.add_argument("--compare", default=None, metavar="T:P[:SPEC][:attn=MODE],...",
                    help="configurations to run over the same questions, e.g. cpu:fp,cpu:int,"
-                        "customcpu:int:channel-row; the first is the reference for dF1 and 'same answer'")
+                        "customcpu:int:channel-row,customcpu:int:attn=fp32; the first is the "
+                        "reference for dF1 and 'same answer'")
     g.add_argument("--predictions", default=None, metavar="PREDS.json",
                    help="score this {question id: answer text} file instead of running a model")
     g.add_argument("--batch", type=int, default=1,
@@ -35,7 +36,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_config(args, config):
     """The model of `args` for one --compare configuration."""
-    changed = {"target": config.target, "precision": config.precision, "spec": config.spec or args.spec}
+    changed = {"target": config.target, "precision": config.precision, "spec": config.spec or args.spec,
+               "attention": config.attention or args.attention}
     return load_from_args(argparse.Namespace(**{**vars(args), **changed}))
 
 

@@ -27,6 +27,7 @@ from bertqa.errors import BertQAError
 from bertqa.eval.squad_data import SquadQuestion, SquadSet
 from bertqa.eval.squad_metric import score_v1, score_v2
 from bertqa.quant.spec import PRESETS
+from bertqa.attention import MODES as ATTENTION_MODES
 from bertqa.targets import PRECISIONS, TARGETS
 
 
@@ -35,21 +36,34 @@ class Config:
     target: str
     precision: str
     spec: str | None = None          # a QuantSpec preset name; None: the run's --spec
+    attention: str | None = None     # 'fp32' | 'bf16' | 'auto'; None: the run's --attention
 
     @property
     def label(self) -> str:
-        return " ".join(x for x in (self.target, self.precision, self.spec) if x)
+        attention = f"attn={self.attention}" if self.attention else None
+        return " ".join(x for x in (self.target, self.precision, self.spec, attention) if x)
 
 
 def parse_configs(text: str) -> list[Config]:
-    """'cpu:fp,customcpu:int:channel-row' -> Configs (target:precision[:spec preset])."""
+    """'cpu:fp,customcpu:int:channel-row,customcpu:int:attn=fp32' -> Configs
+    (target:precision[:spec preset][:attn=auto|fp32|bf16])."""
     configs = []
     for item in (s.strip() for s in text.split(",")):
         parts = item.split(":")
-        if not item or len(parts) not in (2, 3):
-            raise BertQAError(f"--compare item {item!r}: write target:precision[:spec], "
-                              "e.g. cpu:fp or customcpu:int:channel-row")
-        target, precision, spec = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+        if not item or len(parts) not in (2, 3, 4):
+            raise BertQAError(f"--compare item {item!r}: write target:precision[:spec][:attn=MODE], "
+                              "e.g. cpu:fp, customcpu:int:channel-row or customcpu:int:attn=fp32")
+        target, precision, spec, attention = parts[0], parts[1], None, None
+        for extra in parts[2:]:
+            if extra.startswith("attn="):
+                attention = extra[len("attn="):]
+                if attention not in ATTENTION_MODES:
+                    raise BertQAError(f"--compare item {item!r}: unknown attention {attention!r} "
+                                      f"({', '.join(ATTENTION_MODES)})")
+            elif spec is None:
+                spec = extra
+            else:
+                raise BertQAError(f"--compare item {item!r}: two specs ({spec!r}, {extra!r})")
         if target not in TARGETS:
             raise BertQAError(f"--compare item {item!r}: unknown target {target!r} ({', '.join(TARGETS)})")
         if precision not in PRECISIONS:
@@ -58,7 +72,7 @@ def parse_configs(text: str) -> list[Config]:
             raise BertQAError(f"--compare item {item!r}: unknown spec preset {spec!r} ({', '.join(PRESETS)})")
         if spec is not None and (target == "cpu" or precision != "int"):
             raise BertQAError(f"--compare item {item!r}: a spec applies to a custom target with precision int")
-        config = Config(target, precision, spec)
+        config = Config(target, precision, spec, attention)
         if config in configs:
             raise BertQAError(f"--compare lists {item!r} twice")
         configs.append(config)
@@ -104,6 +118,7 @@ def answer_questions(qa, questions: Sequence[SquadQuestion], v2: bool, batch: in
     header = qa.header()
     run = Run(desc, qa.target, qa.precision, header["quantization"], {}, batch=batch,
               info={"model": header["model"], "backend": header["linear backend"],
+                    "attention": header["attention"],
                     "threads": header["threads"], "load_avg_1m": [load_average()]})
     with tqdm(total=len(questions), desc=desc, unit="q", file=sys.stderr, disable=not progress,
               dynamic_ncols=True) as bar:

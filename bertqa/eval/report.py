@@ -80,6 +80,8 @@ def _describe(row: dict) -> str:
     parts = [row.get("backend") or row["target"]]
     if row.get("spec", "-") != "-":
         parts.append(row["spec"])
+    if row.get("attention"):
+        parts.append(f"attention {row['attention']}")
     if row.get("load_s") is not None:
         parts.append(f"loaded in {row['load_s']:.1f} s")
     if None not in row.get("load_avg_1m", [None]):

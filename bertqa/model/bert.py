@@ -70,21 +70,29 @@ class Embeddings(nn.Module):
         return self.norm(x)
 
 
+def sdpa_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+    """qkv: [B, S, 3H] ([query | key | value], heads side by side in each) -> context [B, S, H]."""
+    b, s, h3 = qkv.shape
+    q, k, v = qkv.view(b, s, 3, heads, h3 // (3 * heads)).permute(2, 0, 3, 1, 4)   # [B, nh, S, hd]
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return ctx.transpose(1, 2).reshape(b, s, h3 // 3)
+
+
 class SelfAttention(nn.Module):
+    """`core(qkv, mask, heads)` computes softmax(Q K^T / sqrt(hd) + mask) V; PyTorch's SDPA
+    unless a target installs another implementation (BertForQA.set_attention)."""
+
     def __init__(self, c: BertConfig):
         super().__init__()
         self.heads = c.num_attention_heads
         self.qkv = nn.Linear(c.hidden_size, 3 * c.hidden_size)     # rows: [query; key; value]
         self.out = nn.Linear(c.hidden_size, c.hidden_size)
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.core = sdpa_attention
 
     def forward(self, x, mask):
         # x: [B, S, H]; mask: [B, 1, 1, S] additive (0 or a large negative)
-        b, s, h = x.shape
-        qkv = self.qkv(x).view(b, s, 3, self.heads, h // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)                           # each [B, nh, S, hd]
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        ctx = ctx.transpose(1, 2).reshape(b, s, h)
+        ctx = self.core(self.qkv(x), mask, self.heads)
         return self.norm(x + self.out(ctx))
 
 
@@ -134,6 +142,12 @@ class BertForQA(nn.Module):
             x = layer(x, mask)
         logits = self.qa_outputs(x)                                    # [B, S, 2]
         return logits[..., 0], logits[..., 1]
+
+    def set_attention(self, core=None) -> None:
+        """Every layer's attention: core(qkv [B, S, 3H], mask [B, 1, 1, S] | None, heads) ->
+        [B, S, H]; None restores PyTorch's SDPA."""
+        for layer in self.layers:
+            layer.attention.core = core or sdpa_attention
 
     # -- what the quantization layer may ask of a model ------------------------------------------
     def quant_groups(self) -> dict[str, int]:

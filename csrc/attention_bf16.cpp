@@ -1,0 +1,265 @@
+// attention_bf16.cpp: BERT self-attention (softmax(Q K^T / sqrt(d) + mask) V) on AVX512-BF16.
+//
+// What: the part of a BERT layer between the fused QKV Linear and the output Linear, for the
+// host CPU of the customcpu and aie targets. Q, K and V are rounded to bfloat16 (round to
+// nearest even), the two products run on vdpbf16ps (bf16 pairs, fp32 accumulation), scaling,
+// mask, max, exp, sum and the final 1/sum stay fp32; the probabilities are rounded to bf16 before
+// P V. Not part of SPEC-quant (which covers the Linear nodes only): outputs differ from fp32
+// attention by bf16 rounding (~3 significant digits), checked by tests against PyTorch's SDPA
+// and by SQuAD EM/F1 in the README.
+//
+// Layout: qkv [B*S, 3H] fp32, row = token, columns [query heads | key heads | value heads], head h
+// at columns h*d .. h*d+d-1 of each third (the model's fused QKV Linear output, as is);
+// key_bias [B, S] additive fp32 (0 or a large negative for padding) or null; out [B*S, H].
+//
+// Work: one (batch, head) pair at a time per thread (OpenMP, dynamic). For each: K packed as
+// [key block of 64][d pair][64 keys] and V as [key pair][d] (bf16 pairs in 32-bit words, what
+// vdpbf16ps reduces), then blocks of 6 query rows: scores for all keys in a 6 x 64 register tile,
+// softmax over the row, and the 6 x d output tile accumulated over key pairs. Scratch is per
+// thread and reused. Built with the rest of bertqa._native; runs only where the CPU reports
+// avx512bf16 (bertqa falls back to PyTorch's SDPA elsewhere).
+#include "attention_bf16.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "simd.h"
+#include "vec_gelu.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace bertqa {
+namespace {
+
+constexpr int kRows = 6;        // query rows per register tile
+constexpr int kKeyBlock = 64;   // keys per register tile of the scores (4 vectors of 16)
+constexpr int kDChunk = 64;     // output dims per register tile of P V (4 vectors of 16)
+
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+template <class T>
+struct Scratch {                // per-thread buffer, grown on demand, never shrunk
+  std::vector<T> v;
+  T* get(size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+  }
+};
+
+struct Shape {
+  int64_t S, H, d;
+  int64_t dp;                   // d padded to 32 (whole bf16 vectors); dp / 2 pairs
+  int64_t Sk;                   // keys padded to kKeyBlock
+};
+
+// fp32 row of n <= dp values (rest zero) -> dp/2 words of two bf16 each (element 2i low half).
+BF16_TARGET inline void row_to_bf16_pairs(const float* x, int64_t n, int64_t dp, uint32_t* out) {
+  for (int64_t i = 0; i < dp; i += 32) {
+    const __mmask16 m0 = n - i >= 16 ? __mmask16(0xffff) : n - i > 0 ? __mmask16((1u << (n - i)) - 1) : 0;
+    const __mmask16 m1 = n - i - 16 >= 16 ? __mmask16(0xffff)
+                         : n - i - 16 > 0 ? __mmask16((1u << (n - i - 16)) - 1) : 0;
+    const __m512 lo = _mm512_maskz_loadu_ps(m0, x + i);
+    const __m512 hi = _mm512_maskz_loadu_ps(m1, x + i + 16);
+    _mm512_storeu_si512(out + i / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  }
+}
+
+// K of one head -> kp[key block][pair][64 keys]; zero for keys >= S.
+BF16_TARGET void pack_keys(const float* k, int64_t ldx, const Shape& sh, uint32_t* kp) {
+  const int64_t pairs = sh.dp / 2;
+  uint32_t row[kMaxHeadDim / 2];
+  for (int64_t s = 0; s < sh.Sk; ++s) {
+    if (s < sh.S) row_to_bf16_pairs(k + s * ldx, sh.d, sh.dp, row);
+    else std::fill(row, row + pairs, 0u);
+    uint32_t* dst = kp + (s / kKeyBlock) * pairs * kKeyBlock + s % kKeyBlock;
+    for (int64_t p = 0; p < pairs; ++p) dst[p * kKeyBlock] = row[p];
+  }
+}
+
+// V of one head -> vp[key pair][dp]: word (j, c) = bf16 V[2j][c] | bf16 V[2j+1][c] << 16.
+BF16_TARGET void pack_values(const float* v, int64_t ldx, const Shape& sh, uint32_t* vp) {
+  for (int64_t j = 0; j < sh.Sk / 2; ++j) {
+    for (int64_t c = 0; c < sh.dp; c += 16) {
+      const __mmask16 m = sh.d - c >= 16 ? __mmask16(0xffff)
+                          : sh.d - c > 0 ? __mmask16((1u << (sh.d - c)) - 1) : 0;
+      const int64_t s0 = 2 * j, s1 = 2 * j + 1;
+      const __m512 a = s0 < sh.S ? _mm512_maskz_loadu_ps(m, v + s0 * ldx + c) : _mm512_setzero_ps();
+      const __m512 b = s1 < sh.S ? _mm512_maskz_loadu_ps(m, v + s1 * ldx + c) : _mm512_setzero_ps();
+      const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+      const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
+      _mm512_storeu_si512(vp + j * sh.dp + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+  }
+}
+
+// scores[r][0..63] = sum over pairs of q[r] . k for one key block (kRows x 64 tile).
+BF16_TARGET inline void scores_tile(const uint32_t* q, int64_t pairs, const uint32_t* kb,
+                                    float* scores, int64_t lds) {
+  __m512 acc[kRows][4];
+  for (int r = 0; r < kRows; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const uint32_t* kv = kb + p * kKeyBlock;
+    const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kv);
+    const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kv + 16);
+    const __m512bh k2 = (__m512bh)_mm512_loadu_si512(kv + 32);
+    const __m512bh k3 = (__m512bh)_mm512_loadu_si512(kv + 48);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512bh qr = (__m512bh)_mm512_set1_epi32(int(q[r * pairs + p]));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qr, k0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qr, k1);
+      acc[r][2] = _mm512_dpbf16_ps(acc[r][2], qr, k2);
+      acc[r][3] = _mm512_dpbf16_ps(acc[r][3], qr, k3);
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(scores + r * lds + 16 * c, acc[r][c]);
+}
+
+// One row: scores -> exp(scale * s + bias - max) in bf16 pairs (p, Sk/2 words); returns 1 / sum
+// (NaN if a score is NaN: p is then left as it was, the row's output becomes NaN).
+// bias holds -inf for the padding keys >= S, whose probabilities come out exactly 0.
+BF16_TARGET inline float softmax_row(const float* scores, const float* bias, float scale,
+                                     int64_t Sk, float* tmp, uint32_t* p) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __mmask16 nan = 0;
+  for (int64_t s = 0; s < Sk; s += 16) {
+    const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(scores + s), vscale),
+                                   _mm512_loadu_ps(bias + s));
+    _mm512_storeu_ps(tmp + s, x);
+    vmax = _mm512_max_ps(vmax, x);
+    nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  }
+  // a NaN score (NaN or Inf in q or k) makes the whole output row NaN, as in fp32 attention, so
+  // that the next Linear's input check reports it
+  if (nan) return std::numeric_limits<float>::quiet_NaN();
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t s = 0; s < Sk; s += 32) {
+    __m512 e[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(tmp + s + 16 * h), m);
+      // exp is clamped at exp(-87); anything below (masked and padding keys) is exactly 0
+      const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(vec_gelu::kExpMin), _CMP_GE_OQ);
+      e[h] = _mm512_maskz_mov_ps(live, exp_nonpositive_avx512(x));
+    }
+    const __m512bh pb = _mm512_cvtne2ps_pbh(e[1], e[0]);
+    _mm512_storeu_si512(p + s / 2, (__m512i)pb);
+    vsum = _mm512_add_ps(vsum, _mm512_add_ps(e[0], e[1]));
+  }
+  const float sum = _mm512_reduce_add_ps(vsum);
+  return sum > 0 ? 1.0f / sum : 0.0f;
+}
+
+// out[r][c] = inv[r] * sum over key pairs of p[r] . v, for NV vectors of 16 dims from c0.
+template <int NV>
+BF16_TARGET inline void values_tile(const uint32_t* p, int64_t ldp, int64_t key_pairs,
+                                    const uint32_t* vp, int64_t dp, const float* inv, float* out,
+                                    int64_t ldo, int rows, int64_t dims) {
+  __m512 acc[kRows][NV];
+  for (int r = 0; r < kRows; ++r)
+    for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < key_pairs; ++j) {
+    __m512bh v[NV];
+    for (int c = 0; c < NV; ++c) v[c] = (__m512bh)_mm512_loadu_si512(vp + j * dp + 16 * c);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512bh pr = (__m512bh)_mm512_set1_epi32(int(p[r * ldp + j]));
+      for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pr, v[c]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    const __m512 s = _mm512_set1_ps(inv[r]);
+    for (int c = 0; c < NV; ++c) {
+      const int64_t left = dims - 16 * c;
+      if (left <= 0) break;
+      const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+      _mm512_mask_storeu_ps(out + r * ldo + 16 * c, m, _mm512_mul_ps(acc[r][c], s));
+    }
+  }
+}
+
+BF16_TARGET void values_chunk(const uint32_t* p, int64_t ldp, int64_t key_pairs, const uint32_t* vp,
+                              int64_t dp, const float* inv, float* out, int64_t ldo, int rows,
+                              int64_t dims) {
+  switch ((std::min<int64_t>(dims, kDChunk) + 15) / 16) {
+    case 1: return values_tile<1>(p, ldp, key_pairs, vp, dp, inv, out, ldo, rows, dims);
+    case 2: return values_tile<2>(p, ldp, key_pairs, vp, dp, inv, out, ldo, rows, dims);
+    case 3: return values_tile<3>(p, ldp, key_pairs, vp, dp, inv, out, ldo, rows, dims);
+    default: return values_tile<4>(p, ldp, key_pairs, vp, dp, inv, out, ldo, rows, dims);
+  }
+}
+
+// One (batch, head): x = this batch's first qkv row, bias = its [Sk] key bias, out its first row.
+BF16_TARGET void attend_head(const float* x, int64_t ldx, const float* bias, const Shape& sh,
+                             float scale, float* out, int64_t ldo) {
+  thread_local Scratch<uint32_t> kbuf, vbuf, qbuf, pbuf;
+  thread_local Scratch<float> sbuf, tbuf;
+  const int64_t pairs = sh.dp / 2;
+  uint32_t* kp = kbuf.get(size_t(sh.Sk * pairs));
+  uint32_t* vp = vbuf.get(size_t(sh.Sk / 2 * sh.dp));
+  uint32_t* q = qbuf.get(size_t(kRows * pairs));
+  uint32_t* p = pbuf.get(size_t(kRows * sh.Sk / 2));
+  float* scores = sbuf.get(size_t(kRows * sh.Sk));
+  float* tmp = tbuf.get(size_t(sh.Sk));
+  pack_keys(x + sh.H, ldx, sh, kp);
+  pack_values(x + 2 * sh.H, ldx, sh, vp);
+  float inv[kRows];
+  for (int64_t r0 = 0; r0 < sh.S; r0 += kRows) {
+    const int rows = int(std::min<int64_t>(kRows, sh.S - r0));
+    for (int r = 0; r < kRows; ++r) {
+      if (r < rows) row_to_bf16_pairs(x + (r0 + r) * ldx, sh.d, sh.dp, q + r * pairs);
+      else std::memset(q + r * pairs, 0, size_t(pairs) * 4);
+    }
+    for (int64_t kb = 0; kb < sh.Sk / kKeyBlock; ++kb)
+      scores_tile(q, pairs, kp + kb * pairs * kKeyBlock, scores + kb * kKeyBlock, sh.Sk);
+    for (int r = 0; r < kRows; ++r) {
+      if (r < rows) inv[r] = softmax_row(scores + r * sh.Sk, bias, scale, sh.Sk, tmp, p + r * sh.Sk / 2);
+      else std::memset(p + r * sh.Sk / 2, 0, size_t(sh.Sk / 2) * 4);
+    }
+    for (int64_t c = 0; c < sh.d; c += kDChunk)
+      values_chunk(p, sh.Sk / 2, sh.Sk / 2, vp + c, sh.dp, inv, out + r0 * ldo + c, ldo, rows, sh.d - c);
+  }
+}
+
+}  // namespace
+
+bool attention_bf16_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512bf16");
+}
+
+void attention_bf16(const float* qkv, const float* key_bias, int64_t B, int64_t S, int64_t heads,
+                    int64_t d, float scale, float* out, int nthreads) {
+  if (!attention_bf16_supported()) throw std::runtime_error("this CPU lacks AVX512-BF16");
+  if (d < 1 || d > kMaxHeadDim)
+    throw std::invalid_argument("head size " + std::to_string(d) + " outside 1.." + std::to_string(kMaxHeadDim));
+  Shape sh;
+  sh.S = S;
+  sh.d = d;
+  sh.H = heads * d;
+  sh.dp = (d + 31) / 32 * 32;
+  sh.Sk = (S + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  // per batch: the key bias padded with -inf (keys >= S get probability 0)
+  std::vector<float> bias(size_t(B * sh.Sk), -std::numeric_limits<float>::infinity());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s) bias[size_t(b * sh.Sk + s)] = key_bias ? key_bias[b * S + s] : 0.0f;
+  const int64_t ldx = 3 * sh.H, units = B * heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && units > 1)
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t b = u / heads, h = u % heads;
+    attend_head(qkv + b * S * ldx + h * d, ldx, bias.data() + b * sh.Sk, sh, scale,
+                out + b * S * sh.H + h * d, sh.H);
+  }
+}
+
+}  // namespace bertqa
