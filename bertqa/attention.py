@@ -1,16 +1,23 @@
-"""Host-side attention for the custom CPU targets: PyTorch's fp32 SDPA or the native bf16 kernel.
+"""Host kernels of the int8 CPU targets: attention and the residual LayerNorm around the nodes.
 
 The Linear layers are the custom nodes; softmax(Q K^T / sqrt(d) + mask) V between the QKV and
-output Linears stays on the host CPU (on the AIE target too: the seed offloads Linears only).
-On BERT-large at seq 384 that attention is about a third of an int8 forward in fp32, so the
-custom targets use the native AVX512-BF16 kernel (csrc/attention_bf16.cpp) where the CPU has it:
-Q, K, V and the probabilities rounded to bf16, fp32 accumulation and softmax. It is not part of
-SPEC-quant; README gives its EM/F1 next to fp32 attention's.
+output Linears, and LayerNorm(x + y) after the output and down projections, stay on the host CPU
+(on the AIE target too: the seed offloads Linears only). On BERT-large at seq 384 PyTorch's fp32
+SDPA alone is about a third of an int8 forward, so the int8 targets use native kernels
+(csrc/attention_bf16.cpp, csrc/add_layer_norm.cpp) where they run:
 
-Modes: 'fp32' PyTorch SDPA; 'bf16' the native kernel (an error where it cannot run); 'auto'
-bf16 for --precision int on customcpu and aie where available, else fp32.
+    attention      Q, K, V and the probabilities rounded to bf16 (AVX512-BF16), fp32 accumulation
+                   and softmax. Not part of SPEC-quant; README gives its EM/F1 next to fp32's.
+    residual norm  LayerNorm(x + y) in one pass per row, fp32 (a few ulps from PyTorch's).
+
+Modes (--attention): 'fp32' PyTorch for both; 'bf16' both native (an error where the bf16 kernel
+cannot run); 'auto' (default) native for --precision int on customcpu and aie where available,
+else PyTorch. Every other configuration runs PyTorch's kernels.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -20,59 +27,95 @@ MODES = ("auto", "fp32", "bf16")
 AUTO_TARGETS = ("customcpu", "aie")
 FP32_LABEL = "fp32 (PyTorch SDPA)"
 BF16_LABEL = "bf16 (native AVX512-BF16 kernel)"
+NATIVE_NORM = "native add+LayerNorm"
+
+
+def _native():
+    from bertqa import _native
+    return _native
+
+
+def native_unavailable() -> str | None:
+    """Why the native host kernels cannot run here, or None."""
+    try:
+        _native()
+    except ImportError as e:
+        return f"native extension not built ({e})"
+    return None
 
 
 def bf16_unavailable() -> str | None:
     """Why the native bf16 attention cannot run here, or None."""
-    try:
-        from bertqa import _native
-    except ImportError as e:
-        return f"native extension not built ({e})"
-    if not _native.attention_bf16_supported():
-        return "this CPU lacks AVX512-BF16"
-    return None
+    why = native_unavailable()
+    if why is None and not _native().attention_bf16_supported():
+        why = "this CPU lacks AVX512-BF16"
+    return why
 
 
 def bf16_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
     """The native kernel with SelfAttention's core signature: qkv [B, S, 3H] -> [B, S, H]."""
-    from bertqa import _native
     b, s, h3 = qkv.shape
-    x = qkv.reshape(b * s, h3)
-    if x.dtype != torch.float32 or not x.is_contiguous():
-        x = x.to(torch.float32).contiguous()
-    bias = None
-    if mask is not None:
-        bias = mask.reshape(b, s).to(torch.float32).contiguous().numpy()
+    x = _fp32_rows(qkv)
+    bias = None if mask is None else mask.reshape(b, s).to(torch.float32).contiguous().numpy()
     out = torch.empty(b * s, h3 // 3, dtype=torch.float32)
-    _native.attention_bf16(x.numpy(), bias, b, heads, (h3 // (3 * heads)) ** -0.5, out.numpy())
+    _native().attention_bf16(x.numpy(), bias, b, heads, (h3 // (3 * heads)) ** -0.5, out.numpy())
     return out.view(b, s, h3 // 3).to(qkv.dtype)
 
 
-def choose(mode: str | None, target: str, precision: str, device: str = "cpu"):
-    """(core or None for SDPA, label) for the attention of a model on target/precision."""
+def native_add_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+    """LayerNorm(x + y) in one native pass, with the model's add_norm signature."""
+    xs, ys = _fp32_rows(x), _fp32_rows(y)
+    out = torch.empty_like(xs)
+    _native().add_layer_norm(xs.numpy(), ys.numpy(), norm.weight.detach().float().contiguous().numpy(),
+                             norm.bias.detach().float().contiguous().numpy(), float(norm.eps), out.numpy())
+    return out.view(x.shape).to(x.dtype)
+
+
+def _fp32_rows(t: torch.Tensor) -> torch.Tensor:
+    """t [..., N] as a contiguous fp32 [rows, N] tensor (a view when it already is one)."""
+    t = t.reshape(-1, t.shape[-1])
+    return t if t.dtype == torch.float32 and t.is_contiguous() else t.to(torch.float32).contiguous()
+
+
+@dataclass
+class HostKernels:
+    attention: Callable | None          # None: PyTorch's SDPA
+    residual_norm: Callable | None      # None: add, then torch LayerNorm
+    label: str
+
+
+def choose(mode: str | None, target: str, precision: str, device: str = "cpu") -> HostKernels:
+    """The host kernels of a model on target/precision (see the module docstring)."""
     mode = mode or "auto"
     if mode not in MODES:
         raise TargetUnavailable(f"unknown attention {mode!r}; choose one of {', '.join(MODES)}")
+    pytorch = HostKernels(None, None, FP32_LABEL)
     if mode == "fp32":
-        return None, FP32_LABEL
-    why = bf16_unavailable() if device == "cpu" else f"the model runs on {device}"
+        return pytorch
+    if device != "cpu":
+        if mode == "bf16":
+            raise TargetUnavailable(f"--attention bf16 cannot run here: the model runs on {device}")
+        return pytorch
     if mode == "bf16":
+        why = bf16_unavailable()
         if why:
             raise TargetUnavailable(f"--attention bf16 cannot run here: {why}")
-        return bf16_attention, BF16_LABEL
-    if target in AUTO_TARGETS and precision == "int" and not why:
-        return bf16_attention, BF16_LABEL
-    return None, FP32_LABEL
+        return HostKernels(bf16_attention, native_add_norm, f"{BF16_LABEL}, {NATIVE_NORM}")
+    if target not in AUTO_TARGETS or precision != "int" or native_unavailable():
+        return pytorch
+    if bf16_unavailable():
+        return HostKernels(None, native_add_norm, f"{FP32_LABEL}, {NATIVE_NORM}")
+    return HostKernels(bf16_attention, native_add_norm, f"{BF16_LABEL}, {NATIVE_NORM}")
 
 
 def install(model: torch.nn.Module, mode: str | None, target: str, precision: str,
             device: str = "cpu") -> str:
-    """Set the attention of `model` (a BertForQA) for target/precision; returns its label."""
-    core, label = choose(mode, target, precision, device)
-    setter = getattr(model, "set_attention", None)
+    """Set the host kernels of `model` (a BertForQA) for target/precision; returns their label."""
+    kernels = choose(mode, target, precision, device)
+    setter = getattr(model, "set_host_kernels", None)
     if setter is None:
-        if core is not None:
+        if kernels.attention or kernels.residual_norm:
             raise TargetUnavailable(f"{type(model).__name__} has no replaceable attention")
         return FP32_LABEL
-    setter(core)
-    return label
+    setter(kernels.attention, kernels.residual_norm)
+    return kernels.label

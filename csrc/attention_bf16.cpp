@@ -1,10 +1,10 @@
 // attention_bf16.cpp: BERT self-attention (softmax(Q K^T / sqrt(d) + mask) V) on AVX512-BF16.
 //
 // What: the part of a BERT layer between the fused QKV Linear and the output Linear, for the
-// host CPU of the customcpu and aie targets. Q, K and V are rounded to bfloat16 (round to
-// nearest even), the two products run on vdpbf16ps (bf16 pairs, fp32 accumulation), scaling,
-// mask, max, exp, sum and the final 1/sum stay fp32; the probabilities are rounded to bf16 before
-// P V. Not part of SPEC-quant (which covers the Linear nodes only): outputs differ from fp32
+// host CPU of the customcpu and aie targets. Q (times 1/sqrt(d), in fp32), K and V are rounded
+// to bfloat16 (round to nearest even), the two products run on vdpbf16ps (bf16 pairs, fp32
+// accumulation); mask, max, exp, sum and the final 1/sum stay fp32; the probabilities (before
+// the 1/sum) are rounded to bf16 for P V. Not part of SPEC-quant (which covers the Linear nodes only): outputs differ from fp32
 // attention by bf16 rounding (~3 significant digits), checked by tests against PyTorch's SDPA
 // and by SQuAD EM/F1 in the README.
 //
@@ -59,27 +59,33 @@ struct Shape {
   int64_t Sk;                   // keys padded to kKeyBlock
 };
 
-// fp32 row of n <= dp values (rest zero) -> dp/2 words of two bf16 each (element 2i low half).
-BF16_TARGET inline void row_to_bf16_pairs(const float* x, int64_t n, int64_t dp, uint32_t* out) {
+// fp32 row of n <= dp values (rest zero), times `scale` -> dp/2 words of two bf16 each (element
+// 2i in the low half).
+BF16_TARGET inline void row_to_bf16_pairs(const float* x, int64_t n, int64_t dp, uint32_t* out,
+                                          float scale = 1.0f) {
+  const __m512 vs = _mm512_set1_ps(scale);
   for (int64_t i = 0; i < dp; i += 32) {
     const __mmask16 m0 = n - i >= 16 ? __mmask16(0xffff) : n - i > 0 ? __mmask16((1u << (n - i)) - 1) : 0;
     const __mmask16 m1 = n - i - 16 >= 16 ? __mmask16(0xffff)
                          : n - i - 16 > 0 ? __mmask16((1u << (n - i - 16)) - 1) : 0;
-    const __m512 lo = _mm512_maskz_loadu_ps(m0, x + i);
-    const __m512 hi = _mm512_maskz_loadu_ps(m1, x + i + 16);
+    const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, x + i), vs);
+    const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, x + i + 16), vs);
     _mm512_storeu_si512(out + i / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
   }
 }
 
-// K of one head -> kp[key block][pair][64 keys]; zero for keys >= S.
-BF16_TARGET void pack_keys(const float* k, int64_t ldx, const Shape& sh, uint32_t* kp) {
+// K of one head -> kp[key block][pair][64 keys]; zero for keys >= S. Rows are converted into
+// `rows` ([Sk][pairs], row-major) first and transposed from there: reading words back from a
+// vector store that is still in flight would stall on store forwarding at every key.
+BF16_TARGET void pack_keys(const float* k, int64_t ldx, const Shape& sh, uint32_t* rows, uint32_t* kp) {
   const int64_t pairs = sh.dp / 2;
-  uint32_t row[kMaxHeadDim / 2];
-  for (int64_t s = 0; s < sh.Sk; ++s) {
-    if (s < sh.S) row_to_bf16_pairs(k + s * ldx, sh.d, sh.dp, row);
-    else std::fill(row, row + pairs, 0u);
-    uint32_t* dst = kp + (s / kKeyBlock) * pairs * kKeyBlock + s % kKeyBlock;
-    for (int64_t p = 0; p < pairs; ++p) dst[p * kKeyBlock] = row[p];
+  for (int64_t s = 0; s < sh.S; ++s) row_to_bf16_pairs(k + s * ldx, sh.d, sh.dp, rows + s * pairs);
+  std::memset(rows + sh.S * pairs, 0, size_t((sh.Sk - sh.S) * pairs) * 4);
+  for (int64_t kb = 0; kb < sh.Sk / kKeyBlock; ++kb) {
+    const uint32_t* src = rows + kb * kKeyBlock * pairs;
+    uint32_t* dst = kp + kb * pairs * kKeyBlock;
+    for (int64_t p = 0; p < pairs; ++p)
+      for (int64_t j = 0; j < kKeyBlock; ++j) dst[p * kKeyBlock + j] = src[j * pairs + p];
   }
 }
 
@@ -97,6 +103,20 @@ BF16_TARGET void pack_values(const float* v, int64_t ldx, const Shape& sh, uint3
       _mm512_storeu_si512(vp + j * sh.dp + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
     }
   }
+}
+
+// exp(x) for x <= 0 to ~3e-6 relative: enough for probabilities rounded to bf16 (2^-9). The
+// reduction of vec_gelu.h's exp with a degree-5 instead of a degree-7 polynomial.
+BF16_TARGET inline __m512 exp_for_bf16(__m512 x) {
+  using namespace vec_gelu;
+  x = _mm512_max_ps(x, _mm512_set1_ps(kExpMin));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), f);
+  __m512 p = _mm512_set1_ps(kExp[5]);
+  for (int i = 4; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp[i]));
+  return _mm512_scalef_ps(p, n);
 }
 
 // scores[r][0..63] = sum over pairs of q[r] . k for one key block (kRows x 64 tile).
@@ -123,17 +143,15 @@ BF16_TARGET inline void scores_tile(const uint32_t* q, int64_t pairs, const uint
     for (int c = 0; c < 4; ++c) _mm512_storeu_ps(scores + r * lds + 16 * c, acc[r][c]);
 }
 
-// One row: scores -> exp(scale * s + bias - max) in bf16 pairs (p, Sk/2 words); returns 1 / sum
+// One row: scores -> exp(s + bias - max) in bf16 pairs (p, Sk/2 words); returns 1 / sum
 // (NaN if a score is NaN: p is then left as it was, the row's output becomes NaN).
 // bias holds -inf for the padding keys >= S, whose probabilities come out exactly 0.
-BF16_TARGET inline float softmax_row(const float* scores, const float* bias, float scale,
-                                     int64_t Sk, float* tmp, uint32_t* p) {
-  const __m512 vscale = _mm512_set1_ps(scale);
+BF16_TARGET inline float softmax_row(const float* scores, const float* bias, int64_t Sk, float* tmp,
+                                     uint32_t* p) {
   __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   __mmask16 nan = 0;
   for (int64_t s = 0; s < Sk; s += 16) {
-    const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(scores + s), vscale),
-                                   _mm512_loadu_ps(bias + s));
+    const __m512 x = _mm512_add_ps(_mm512_loadu_ps(scores + s), _mm512_loadu_ps(bias + s));
     _mm512_storeu_ps(tmp + s, x);
     vmax = _mm512_max_ps(vmax, x);
     nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
@@ -149,7 +167,7 @@ BF16_TARGET inline float softmax_row(const float* scores, const float* bias, flo
       const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(tmp + s + 16 * h), m);
       // exp is clamped at exp(-87); anything below (masked and padding keys) is exactly 0
       const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(vec_gelu::kExpMin), _CMP_GE_OQ);
-      e[h] = _mm512_maskz_mov_ps(live, exp_nonpositive_avx512(x));
+      e[h] = _mm512_maskz_mov_ps(live, exp_for_bf16(x));
     }
     const __m512bh pb = _mm512_cvtne2ps_pbh(e[1], e[0]);
     _mm512_storeu_si512(p + s / 2, (__m512i)pb);
@@ -200,7 +218,7 @@ BF16_TARGET void values_chunk(const uint32_t* p, int64_t ldp, int64_t key_pairs,
 // One (batch, head): x = this batch's first qkv row, bias = its [Sk] key bias, out its first row.
 BF16_TARGET void attend_head(const float* x, int64_t ldx, const float* bias, const Shape& sh,
                              float scale, float* out, int64_t ldo) {
-  thread_local Scratch<uint32_t> kbuf, vbuf, qbuf, pbuf;
+  thread_local Scratch<uint32_t> kbuf, krows, vbuf, qbuf, pbuf;
   thread_local Scratch<float> sbuf, tbuf;
   const int64_t pairs = sh.dp / 2;
   uint32_t* kp = kbuf.get(size_t(sh.Sk * pairs));
@@ -209,19 +227,19 @@ BF16_TARGET void attend_head(const float* x, int64_t ldx, const float* bias, con
   uint32_t* p = pbuf.get(size_t(kRows * sh.Sk / 2));
   float* scores = sbuf.get(size_t(kRows * sh.Sk));
   float* tmp = tbuf.get(size_t(sh.Sk));
-  pack_keys(x + sh.H, ldx, sh, kp);
+  pack_keys(x + sh.H, ldx, sh, krows.get(size_t(sh.Sk * pairs)), kp);
   pack_values(x + 2 * sh.H, ldx, sh, vp);
   float inv[kRows];
   for (int64_t r0 = 0; r0 < sh.S; r0 += kRows) {
     const int rows = int(std::min<int64_t>(kRows, sh.S - r0));
     for (int r = 0; r < kRows; ++r) {
-      if (r < rows) row_to_bf16_pairs(x + (r0 + r) * ldx, sh.d, sh.dp, q + r * pairs);
+      if (r < rows) row_to_bf16_pairs(x + (r0 + r) * ldx, sh.d, sh.dp, q + r * pairs, scale);
       else std::memset(q + r * pairs, 0, size_t(pairs) * 4);
     }
     for (int64_t kb = 0; kb < sh.Sk / kKeyBlock; ++kb)
       scores_tile(q, pairs, kp + kb * pairs * kKeyBlock, scores + kb * kKeyBlock, sh.Sk);
     for (int r = 0; r < kRows; ++r) {
-      if (r < rows) inv[r] = softmax_row(scores + r * sh.Sk, bias, scale, sh.Sk, tmp, p + r * sh.Sk / 2);
+      if (r < rows) inv[r] = softmax_row(scores + r * sh.Sk, bias, sh.Sk, tmp, p + r * sh.Sk / 2);
       else std::memset(p + r * sh.Sk / 2, 0, size_t(sh.Sk / 2) * 4);
     }
     for (int64_t c = 0; c < sh.d; c += kDChunk)

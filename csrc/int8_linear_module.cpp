@@ -48,7 +48,7 @@ namespace py = pybind11;
 using namespace bertqa;
 
 namespace bertqa {
-void register_attention(py::module_& m);   // attention_module.cpp
+void register_host_ops(py::module_& m);   // host_ops_module.cpp
 }
 
 namespace {
@@ -205,7 +205,7 @@ PYBIND11_MODULE(_native, m) {
   m.def("measure_peak", &measure_peak, py::arg("isa") = "avx512vnni", py::arg("seconds") = 0.3,
         py::arg("threads") = 0, py::arg("cpu_time") = false,
         "int8 GOPS of a tight multiply-add loop (see int8_linear_runtime.h).");
-  register_attention(m);
+  register_host_ops(m);
   m.attr("MAX_K") = kMaxK;
   m.attr("MAX_K_AVX512VNNI") = kMaxKOffsetU8;
 }

@@ -1,5 +1,6 @@
-"""Host attention: the native AVX512-BF16 kernel against an exact model of its arithmetic and
-against PyTorch's fp32 SDPA, its edge cases, and how targets choose it."""
+"""Host kernels: the native AVX512-BF16 attention against an exact model of its arithmetic and
+against PyTorch's fp32 SDPA, the native add+LayerNorm against PyTorch's, their edge cases, and
+how targets choose them."""
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 import bertqa
 from bertqa import attention
 from bertqa.errors import TargetUnavailable
-from bertqa.model.bert import BertConfig, random_model, sdpa_attention
+from bertqa.model.bert import BertConfig, add_norm, random_model, sdpa_attention
 
 needs_bf16 = pytest.mark.skipif(attention.bf16_unavailable() is not None,
                                 reason=f"native bf16 attention: {attention.bf16_unavailable()}")
@@ -20,12 +21,12 @@ def bf16(t: torch.Tensor) -> torch.Tensor:
 
 
 def kernel_model(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
-    """What attention_bf16 computes, in float64: bf16 Q, K, V; fp32 scores, scale and mask; the
-    unnormalized probabilities rounded to bf16; the fp32 sum of the unrounded ones."""
+    """What attention_bf16 computes, in float64: bf16 Q / sqrt(d), K, V; fp32 scores and mask;
+    the unnormalized probabilities rounded to bf16; the fp32 sum of the unrounded ones."""
     b, s, h3 = qkv.shape
     d = h3 // 3 // heads
     q, k, v = qkv.view(b, s, 3, heads, d).permute(2, 0, 3, 1, 4)
-    scores = (bf16(q) @ bf16(k).transpose(-1, -2)).float() * d ** -0.5
+    scores = (bf16(q * d ** -0.5) @ bf16(k).transpose(-1, -2)).float()
     if mask is not None:
         scores = scores + mask
     scores = scores.double()
@@ -105,9 +106,9 @@ def test_model_forward_with_the_kernel_is_close_to_fp32():
     mask[1, 30:] = 0
     with torch.inference_mode():
         start, end = model(ids, None, mask)
-        model.set_attention(attention.bf16_attention)
+        model.set_host_kernels(attention.bf16_attention, attention.native_add_norm)
         start_b, end_b = model(ids, None, mask)
-        model.set_attention(None)
+        model.set_host_kernels()
         again, _ = model(ids, None, mask)
     assert torch.equal(again, start)
     assert not torch.equal(start_b, start)
@@ -116,26 +117,36 @@ def test_model_forward_with_the_kernel_is_close_to_fp32():
 
 # -- choosing it ---------------------------------------------------------------------------------
 
+NATIVE = f"{attention.BF16_LABEL}, {attention.NATIVE_NORM}"
+
+
 def test_choose_by_target_precision_and_mode(monkeypatch):
     monkeypatch.setattr(attention, "bf16_unavailable", lambda: None)
-    assert attention.choose(None, "customcpu", "int") == (attention.bf16_attention, attention.BF16_LABEL)
-    assert attention.choose("auto", "aie", "int")[1] == attention.BF16_LABEL
+    monkeypatch.setattr(attention, "native_unavailable", lambda: None)
+    native = attention.HostKernels(attention.bf16_attention, attention.native_add_norm, NATIVE)
+    pytorch = attention.HostKernels(None, None, attention.FP32_LABEL)
+    assert attention.choose(None, "customcpu", "int") == native
+    assert attention.choose("auto", "aie", "int") == native
     for target, precision in (("cpu", "fp"), ("cpu", "int"), ("customcpu", "fp")):
-        assert attention.choose("auto", target, precision) == (None, attention.FP32_LABEL)
-    assert attention.choose("fp32", "customcpu", "int") == (None, attention.FP32_LABEL)
-    assert attention.choose("bf16", "cpu", "fp")[1] == attention.BF16_LABEL
-    assert attention.choose("auto", "gpu", "int", device="cuda")[1] == attention.FP32_LABEL
+        assert attention.choose("auto", target, precision) == pytorch
+    assert attention.choose("fp32", "customcpu", "int") == pytorch
+    assert attention.choose("bf16", "cpu", "fp") == native
+    assert attention.choose("auto", "gpu", "int", device="cuda") == pytorch
     with pytest.raises(TargetUnavailable, match="model runs on cuda"):
         attention.choose("bf16", "gpu", "int", device="cuda")
     with pytest.raises(TargetUnavailable, match="unknown attention 'int8'"):
         attention.choose("int8", "customcpu", "int")
 
 
-def test_without_the_kernel_auto_falls_back_and_bf16_says_why(monkeypatch):
+def test_without_the_kernels_auto_falls_back_and_bf16_says_why(monkeypatch):
     monkeypatch.setattr(attention, "bf16_unavailable", lambda: "this CPU lacks AVX512-BF16")
-    assert attention.choose("auto", "customcpu", "int") == (None, attention.FP32_LABEL)
+    monkeypatch.setattr(attention, "native_unavailable", lambda: None)
+    assert attention.choose("auto", "customcpu", "int") == attention.HostKernels(
+        None, attention.native_add_norm, f"{attention.FP32_LABEL}, {attention.NATIVE_NORM}")
     with pytest.raises(TargetUnavailable, match="--attention bf16 cannot run here: this CPU lacks"):
         attention.choose("bf16", "customcpu", "int")
+    monkeypatch.setattr(attention, "native_unavailable", lambda: "native extension not built")
+    assert attention.choose("auto", "customcpu", "int").label == attention.FP32_LABEL
 
 
 def test_cli_rejects_bf16_attention_where_it_cannot_run(monkeypatch, capsys):
@@ -148,19 +159,58 @@ def test_cli_rejects_bf16_attention_where_it_cannot_run(monkeypatch, capsys):
 
 
 @needs_bf16
-def test_int8_targets_use_it_by_default_and_say_so():
+def test_int8_targets_use_them_by_default_and_say_so():
     qa = bertqa.load(model="bundled", target="customcpu", precision="int", threads=1)
-    assert qa.header()["attention"] == attention.BF16_LABEL
-    cores = {layer.attention.core for layer in qa.prepared.model.layers}
-    assert cores == {attention.bf16_attention}
+    assert qa.header()["attention"] == NATIVE
+    layers = qa.prepared.model.layers
+    assert {layer.attention.core for layer in layers} == {attention.bf16_attention}
+    assert {f.add_norm for layer in layers for f in (layer.attention, layer.ffn)} == {attention.native_add_norm}
     fp = bertqa.load(model="bundled", target="customcpu", precision="fp", threads=1)
     assert fp.header()["attention"] == attention.FP32_LABEL
 
 
-def test_fp32_attention_is_pytorch_sdpa_bit_for_bit(qa_fp):
+def test_fp32_is_pytorch_bit_for_bit(qa_fp):
     assert qa_fp.header()["attention"] == attention.FP32_LABEL
-    assert {layer.attention.core for layer in qa_fp.prepared.model.layers} == {sdpa_attention}
+    layers = qa_fp.prepared.model.layers
+    assert {layer.attention.core for layer in layers} == {sdpa_attention}
+    assert {f.add_norm for layer in layers for f in (layer.attention, layer.ffn)} == {add_norm}
     qkv, mask = random_case(2, 10, 2, 16)
     q, k, v = qkv.view(2, 10, 3, 2, 16).permute(2, 0, 3, 1, 4)
     exact = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(2, 10, 32)
     assert torch.equal(sdpa_attention(qkv, mask, 2), exact)
+
+
+# -- add + LayerNorm -----------------------------------------------------------------------------
+
+needs_native = pytest.mark.skipif(attention.native_unavailable() is not None,
+                                  reason=f"native kernels: {attention.native_unavailable()}")
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(1, 384, 1024), (3, 7, 384), (5, 33), (1, 1, 1), (2, 4, 19)])
+def test_add_norm_matches_pytorch(shape):
+    g = torch.Generator().manual_seed(shape[-1])
+    norm = torch.nn.LayerNorm(shape[-1], eps=1e-12)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(shape[-1], generator=g))
+        norm.bias.copy_(torch.randn(shape[-1], generator=g))
+    x, y = torch.randn(shape, generator=g) * 4 + 1, torch.randn(shape, generator=g)
+    with torch.inference_mode():
+        got, exact = attention.native_add_norm(x, y, norm), norm(x + y)
+    assert got.shape == exact.shape and got.dtype == torch.float32
+    assert torch.allclose(got, exact, rtol=1e-5, atol=1e-5), float((got - exact).abs().max())
+    from bertqa import _native                    # the path for CPUs without AVX-512
+    out = torch.empty(x.numel() // shape[-1], shape[-1])
+    _native.add_layer_norm(x.reshape(out.shape).numpy(), y.reshape(out.shape).numpy(), norm.weight.detach().numpy(),
+                           norm.bias.detach().numpy(), 1e-12, out.numpy(), portable=True)
+    assert torch.allclose(out.view(shape), exact, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_add_norm_shape_errors_are_named():
+    from bertqa import _native
+    a = torch.zeros(2, 8).numpy()
+    with pytest.raises(ValueError, match="one shape"):
+        _native.add_layer_norm(a, torch.zeros(2, 9).numpy(), torch.ones(8).numpy(), torch.zeros(8).numpy(), 1e-5, a)
+    with pytest.raises(ValueError, match=r"gamma and beta must be \[8\]"):
+        _native.add_layer_norm(a, a, torch.ones(9).numpy(), torch.zeros(8).numpy(), 1e-5, a)

@@ -78,9 +78,15 @@ def sdpa_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> 
     return ctx.transpose(1, 2).reshape(b, s, h3 // 3)
 
 
+def add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """The post-LayerNorm residual step: norm(x + y)."""
+    return norm(x + y)
+
+
 class SelfAttention(nn.Module):
-    """`core(qkv, mask, heads)` computes softmax(Q K^T / sqrt(hd) + mask) V; PyTorch's SDPA
-    unless a target installs another implementation (BertForQA.set_attention)."""
+    """`core(qkv, mask, heads)` computes softmax(Q K^T / sqrt(hd) + mask) V and
+    `add_norm(x, y, norm)` the residual step: PyTorch's unless a target installs other kernels
+    (BertForQA.set_host_kernels)."""
 
     def __init__(self, c: BertConfig):
         super().__init__()
@@ -89,11 +95,12 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(c.hidden_size, c.hidden_size)
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.core = sdpa_attention
+        self.add_norm = add_norm
 
     def forward(self, x, mask):
         # x: [B, S, H]; mask: [B, 1, 1, S] additive (0 or a large negative)
         ctx = self.core(self.qkv(x), mask, self.heads)
-        return self.norm(x + self.out(ctx))
+        return self.add_norm(x, self.out(ctx), self.norm)
 
 
 class FeedForward(nn.Module):
@@ -104,9 +111,10 @@ class FeedForward(nn.Module):
         self.act = nn.GELU()
         self.down = nn.Linear(c.intermediate_size, c.hidden_size)
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.add_norm = add_norm
 
     def forward(self, x):
-        return self.norm(x + self.down(self.act(self.up(x))))
+        return self.add_norm(x, self.down(self.act(self.up(x))), self.norm)
 
 
 class Layer(nn.Module):
@@ -143,11 +151,13 @@ class BertForQA(nn.Module):
         logits = self.qa_outputs(x)                                    # [B, S, 2]
         return logits[..., 0], logits[..., 1]
 
-    def set_attention(self, core=None) -> None:
-        """Every layer's attention: core(qkv [B, S, 3H], mask [B, 1, 1, S] | None, heads) ->
-        [B, S, H]; None restores PyTorch's SDPA."""
+    def set_host_kernels(self, attention=None, residual_norm=None) -> None:
+        """The non-Linear kernels of every layer: attention(qkv [B, S, 3H], mask [B, 1, 1, S] |
+        None, heads) -> [B, S, H] and residual_norm(x, y, norm: nn.LayerNorm) -> norm(x + y).
+        None restores PyTorch's (SDPA; add, then LayerNorm)."""
         for layer in self.layers:
-            layer.attention.core = core or sdpa_attention
+            layer.attention.core = attention or sdpa_attention
+            layer.attention.add_norm = layer.ffn.add_norm = residual_norm or add_norm
 
     # -- what the quantization layer may ask of a model ------------------------------------------
     def quant_groups(self) -> dict[str, int]:

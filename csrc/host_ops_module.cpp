@@ -1,11 +1,13 @@
-// attention_module.cpp: the Python binding of attention_bf16 (registered by int8_linear_module.cpp
-// into bertqa._native): zero-copy over C-contiguous fp32 NumPy arrays, GIL released.
+// host_ops_module.cpp: the Python bindings of the host-side kernels around the int8 Linears,
+// attention_bf16 and add_layer_norm (registered by int8_linear_module.cpp into bertqa._native):
+// zero-copy over C-contiguous fp32 NumPy arrays, GIL released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <stdexcept>
 #include <string>
 
+#include "add_layer_norm.h"
 #include "attention_bf16.h"
 #include "int8_linear_runtime.h"
 
@@ -36,14 +38,33 @@ void attention(FloatArray qkv, py::object key_bias, int64_t batch, int64_t heads
   attention_bf16(qkv.data(), bias, batch, S, heads, d, scale, out.mutable_data(), get_threads());
 }
 
+// out [M, N] <- LayerNorm(x + y) * gamma + beta; out may be x or y.
+void add_norm(FloatArray x, FloatArray y, FloatArray gamma, FloatArray beta, float eps, FloatArray out,
+              bool portable) {
+  if (x.ndim() != 2 || y.ndim() != 2 || out.ndim() != 2 || x.shape(0) != y.shape(0) ||
+      x.shape(1) != y.shape(1) || out.shape(0) != x.shape(0) || out.shape(1) != x.shape(1) ||
+      !out.writeable())
+    throw std::invalid_argument("x, y and out must be [M, N] fp32 arrays of one shape (out writable)");
+  const int64_t M = x.shape(0), N = x.shape(1);
+  if (gamma.ndim() != 1 || gamma.shape(0) != N || beta.ndim() != 1 || beta.shape(0) != N)
+    throw std::invalid_argument("gamma and beta must be [" + std::to_string(N) + "] fp32");
+  py::gil_scoped_release release;
+  add_layer_norm(x.data(), y.data(), gamma.data(), beta.data(), eps, M, N, out.mutable_data(),
+                 get_threads(), portable);
+}
+
 }  // namespace
 
-void register_attention(py::module_& m) {
+void register_host_ops(py::module_& m) {
   m.def("attention_bf16", &attention, py::arg("qkv").noconvert(), py::arg("key_bias"),
         py::arg("batch"), py::arg("heads"), py::arg("scale"), py::arg("out").noconvert(),
         "BERT self-attention on AVX512-BF16: out <- softmax(scale Q K^T + key_bias) V.");
   m.def("attention_bf16_supported", &attention_bf16_supported,
         "Whether this CPU has AVX512-BF16 (and the AVX-512 subsets attention_bf16 uses).");
+  m.def("add_layer_norm", &add_norm, py::arg("x").noconvert(), py::arg("y").noconvert(),
+        py::arg("gamma").noconvert(), py::arg("beta").noconvert(), py::arg("eps"),
+        py::arg("out").noconvert(), py::arg("portable") = false,
+        "out <- LayerNorm(x + y) * gamma + beta, row by row (portable: skip the AVX-512 path).");
 }
 
 }  // namespace bertqa
