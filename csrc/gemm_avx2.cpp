@@ -41,15 +41,32 @@ TARGET_AVX2 __m256i tail_mask8(int64_t left) {   // lanes [0, left) all ones
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(left < 8 ? left : 8)), lane);
 }
 
-TARGET_AVX2 uint32_t abs_max_bits_avx2(const float* x, int64_t n) {
+// v = x, or x * scale (one fp32 multiply: the smoothing of IsaKernels in int8_linear.h), for
+// the 8 lanes at x + i, or those of `mask` (the others 0). kScaled is a template parameter so
+// that the loops without a scale stay as they were.
+template <bool kScaled>
+TARGET_AVX2 inline __m256 load_row(const float* x, const float* scale, int64_t i) {
+  const __m256 v = _mm256_loadu_ps(x + i);
+  return kScaled ? _mm256_mul_ps(v, _mm256_loadu_ps(scale + i)) : v;
+}
+
+template <bool kScaled>
+TARGET_AVX2 inline __m256 load_row(const float* x, const float* scale, int64_t i, __m256i mask) {
+  const __m256 v = _mm256_maskload_ps(x + i, mask);
+  return kScaled ? _mm256_mul_ps(v, _mm256_maskload_ps(scale + i, mask)) : v;
+}
+
+template <bool kScaled>
+TARGET_AVX2 uint32_t abs_max_bits_avx2_t(const float* x, const float* scale, int64_t n) {
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
   __m256i m = _mm256_setzero_si256();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    m = _mm256_max_epu32(m, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(x + i)), abs_mask));
+    m = _mm256_max_epu32(m, _mm256_and_si256(_mm256_castps_si256(load_row<kScaled>(x, scale, i)),
+                                             abs_mask));
   if (i < n) {
-    const __m256i v = _mm256_maskload_epi32(reinterpret_cast<const int*>(x + i), tail_mask8(n - i));
-    m = _mm256_max_epu32(m, _mm256_and_si256(v, abs_mask));
+    const __m256 v = load_row<kScaled>(x, scale, i, tail_mask8(n - i));
+    m = _mm256_max_epu32(m, _mm256_and_si256(_mm256_castps_si256(v), abs_mask));
   }
   alignas(32) uint32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), m);
@@ -58,17 +75,21 @@ TARGET_AVX2 uint32_t abs_max_bits_avx2(const float* x, int64_t n) {
   return best;
 }
 
+TARGET_AVX2 uint32_t abs_max_bits_avx2(const float* x, const float* scale, int64_t n) {
+  return scale ? abs_max_bits_avx2_t<true>(x, scale, n) : abs_max_bits_avx2_t<false>(x, scale, n);
+}
+
 // int16 xq rows; whole 8-lane chunks are stored, lanes past K hold 0 (covers the K..Kp pad;
 // rows have room: lda in int8_linear_runtime.cpp). Clamped before rounding, NaN (0 * inf when
-// 127 / amax overflowed) to 0: as in gemm_avx512vnni.cpp.
-TARGET_AVX2 void quantize_row_i16_avx2(const float* x, int64_t K, int64_t Kp, float inv,
-                                       uint8_t* dst) {
-  (void)Kp;
+// 127 / amax overflowed) to 0, v recomputed as abs_max_bits did: as in gemm_avx512vnni.cpp.
+template <bool kScaled>
+TARGET_AVX2 void quantize_row_i16_avx2_t(const float* x, const float* scale, int64_t K,
+                                         float inv, uint8_t* dst) {
   int16_t* xq = reinterpret_cast<int16_t*>(dst);
   const __m256 vinv = _mm256_set1_ps(inv);
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   for (int64_t k = 0; k < K; k += 8) {
-    __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + k, tail_mask8(K - k)), vinv);
+    __m256 v = _mm256_mul_ps(load_row<kScaled>(x, scale, k, tail_mask8(K - k)), vinv);
     v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));                  // NaN -> 0
     v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
     const __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -76,6 +97,13 @@ TARGET_AVX2 void quantize_row_i16_avx2(const float* x, int64_t K, int64_t Kp, fl
     q = _mm256_permute4x64_epi64(_mm256_packs_epi32(q, q), 0x08);   // 8 x int16 in the low half
     _mm_storeu_si128(reinterpret_cast<__m128i*>(xq + k), _mm256_castsi256_si128(q));
   }
+}
+
+TARGET_AVX2 void quantize_row_i16_avx2(const float* x, const float* scale, int64_t K, int64_t Kp,
+                                       float inv, uint8_t* dst) {
+  (void)Kp;
+  if (scale) quantize_row_i16_avx2_t<true>(x, scale, K, inv, dst);
+  else quantize_row_i16_avx2_t<false>(x, scale, K, inv, dst);
 }
 
 // SPEC steps 4-5 (+ GELU) for a rows x (8 * vecs) tile of exact accumulators (row stride kNR).

@@ -47,41 +47,74 @@ void pack_weights_vnni(PackedLinear& W, const int8_t* wq) {
   }
 }
 
-TARGET_VNNI uint32_t abs_max_bits_avx512(const float* x, int64_t n) {
+// v = x, or x * scale (one fp32 multiply: the smoothing of IsaKernels in int8_linear.h), for
+// the 16 lanes at x + i, or those that `valid` selects (the others 0). kScaled is a template
+// parameter so that the loops without a scale stay as they were.
+template <bool kScaled>
+TARGET_VNNI inline __m512 load_row(const float* x, const float* scale, int64_t i) {
+  const __m512 v = _mm512_loadu_ps(x + i);
+  return kScaled ? _mm512_mul_ps(v, _mm512_loadu_ps(scale + i)) : v;
+}
+
+template <bool kScaled>
+TARGET_VNNI inline __m512 load_row(const float* x, const float* scale, int64_t i,
+                                   __mmask16 valid) {
+  const __m512 v = _mm512_maskz_loadu_ps(valid, x + i);
+  return kScaled ? _mm512_mul_ps(v, _mm512_maskz_loadu_ps(valid, scale + i)) : v;
+}
+
+template <bool kScaled>
+TARGET_VNNI uint32_t abs_max_bits_avx512_t(const float* x, const float* scale, int64_t n) {
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
   __m512i m0 = _mm512_setzero_si512(), m1 = m0;
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    m0 = _mm512_max_epu32(m0, _mm512_and_si512(_mm512_loadu_si512(x + i), abs_mask));
-    m1 = _mm512_max_epu32(m1, _mm512_and_si512(_mm512_loadu_si512(x + i + 16), abs_mask));
+    const __m512i v0 = _mm512_castps_si512(load_row<kScaled>(x, scale, i));
+    const __m512i v1 = _mm512_castps_si512(load_row<kScaled>(x, scale, i + 16));
+    m0 = _mm512_max_epu32(m0, _mm512_and_si512(v0, abs_mask));
+    m1 = _mm512_max_epu32(m1, _mm512_and_si512(v1, abs_mask));
   }
   for (; i < n; i += 16) {
     const __mmask16 valid = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    m0 = _mm512_max_epu32(m0, _mm512_and_si512(_mm512_maskz_loadu_epi32(valid, x + i), abs_mask));
+    const __m512i v = _mm512_castps_si512(load_row<kScaled>(x, scale, i, valid));
+    m0 = _mm512_max_epu32(m0, _mm512_and_si512(v, abs_mask));
   }
   return _mm512_reduce_max_epu32(_mm512_max_epu32(m0, m1));
 }
 
-// u8 = clamp(rint(x * inv), -127, 127) + 128; stores whole 16-byte chunks: lanes past K hold 0
+TARGET_VNNI uint32_t abs_max_bits_avx512(const float* x, const float* scale, int64_t n) {
+  return scale ? abs_max_bits_avx512_t<true>(x, scale, n)
+               : abs_max_bits_avx512_t<false>(x, scale, n);
+}
+
+// u8 = clamp(rint(v * inv), -127, 127) + 128; stores whole 16-byte chunks: lanes past K hold 0
 // -> 128, which covers the K..Kp padding (rows have room: lda in int8_linear_runtime.cpp).
 // Clamping before rounding gives the same integers for finite products and keeps the
 // reference's answer when 127 / amax overflowed to inf (amax < 3.7e-37): +-inf -> +-127, and
-// 0 * inf = NaN -> 0 (a float -> int conversion would give INT_MIN for both).
-TARGET_VNNI void quantize_row_u8_avx512(const float* x, int64_t K, int64_t Kp, float inv,
-                                        uint8_t* dst) {
-  (void)Kp;
+// 0 * inf = NaN -> 0 (a float -> int conversion would give INT_MIN for both). With a scale, v
+// is recomputed exactly as abs_max_bits computed it (the same rounded product).
+template <bool kScaled>
+TARGET_VNNI void quantize_row_u8_avx512_t(const float* x, const float* scale, int64_t K,
+                                          float inv, uint8_t* dst) {
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
   const __m128i sign = _mm_set1_epi8(char(0x80));
   for (int64_t k = 0; k < K; k += 16) {
     const __mmask16 valid = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
-    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, x + k), vinv);
+    __m512 v = _mm512_mul_ps(load_row<kScaled>(x, scale, k, valid), vinv);
     v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);      // NaN -> 0
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     const __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k),
                      _mm_xor_si128(_mm512_cvtepi32_epi8(q), sign));
   }
+}
+
+TARGET_VNNI void quantize_row_u8_avx512(const float* x, const float* scale, int64_t K,
+                                        int64_t Kp, float inv, uint8_t* dst) {
+  (void)Kp;
+  if (scale) quantize_row_u8_avx512_t<true>(x, scale, K, inv, dst);
+  else quantize_row_u8_avx512_t<false>(x, scale, K, inv, dst);
 }
 
 // SPEC steps 4-5 (+ GELU) for a rows x (16 * vecs) tile of exact accumulators `tile` (row

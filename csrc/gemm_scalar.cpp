@@ -15,21 +15,28 @@ void pack_weights_scalar(PackedLinear& W, const int8_t* wq) {
   W.col_comp.resize(size_t(W.Np));
 }
 
-uint32_t abs_max_bits_scalar(const float* x, int64_t n) {
+// v = x, or x * scale with one fp32 multiply (see IsaKernels in int8_linear.h).
+inline float scaled(const float* x, const float* scale, int64_t i) {
+  return scale ? x[i] * scale[i] : x[i];
+}
+
+uint32_t abs_max_bits_scalar(const float* x, const float* scale, int64_t n) {
   uint32_t m = 0;
   for (int64_t i = 0; i < n; ++i) {
+    const float v = scaled(x, scale, i);
     uint32_t bits;
-    std::memcpy(&bits, &x[i], 4);
+    std::memcpy(&bits, &v, 4);
     bits &= 0x7fffffffu;
     m = bits > m ? bits : m;
   }
   return m;
 }
 
-void quantize_row_scalar(const float* x, int64_t K, int64_t Kp, float inv, uint8_t* dst) {
+void quantize_row_scalar(const float* x, const float* scale, int64_t K, int64_t Kp, float inv,
+                         uint8_t* dst) {
   int8_t* xq = reinterpret_cast<int8_t*>(dst);
   for (int64_t k = 0; k < K; ++k) {
-    float r = std::nearbyint(x[k] * inv);          // one fp32 multiply; default mode: half-even
+    float r = std::nearbyint(scaled(x, scale, k) * inv);   // default mode: half-even
     if (r != r) r = 0.0f;                          // 0 * inf, when 127 / amax overflowed
     r = r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r);
     xq[k] = int8_t(r);

@@ -82,10 +82,14 @@ struct IsaKernels {
   int64_t act_bytes;          // bytes per activation element
   // wq: [N, K] int8 row-major -> W.packed, W.col_comp (W.Kp, W.Np, sizes already set).
   void (*pack_weights)(PackedLinear& W, const int8_t* wq);
-  // max over i of (bits of |x[i]|): the fp32 max |x| for finite x; >= 0x7f800000 flags Inf/NaN.
-  uint32_t (*abs_max_bits)(const float* x, int64_t n);
-  // One row: xq = clamp(rint_half_even(x * inv), -127, 127) in act_format, K..Kp-1 as zero.
-  void (*quantize_row)(const float* x, int64_t K, int64_t Kp, float inv, uint8_t* dst);
+  // `scale` below is null, or [n] / [K] fp32: the per-channel smoothing multiply, fused. Then
+  // the row is v[i] = x[i] * scale[i] (one fp32 multiply, never fused with the next one, so
+  // that both functions see the same v bit for bit), else v = x.
+  // max over i of (bits of |v[i]|): the fp32 max |v| for finite v; >= 0x7f800000 flags Inf/NaN.
+  uint32_t (*abs_max_bits)(const float* x, const float* scale, int64_t n);
+  // One row: xq = clamp(rint_half_even(v * inv), -127, 127) in act_format, K..Kp-1 as zero.
+  void (*quantize_row)(const float* x, const float* scale, int64_t K, int64_t Kp, float inv,
+                       uint8_t* dst);
   // Called by each of the call's nthreads threads: runs the tiles of the GEMM and their fused
   // epilogue that this thread claims (claim_tiles); returns the saturations it counted.
   int64_t (*gemm)(const GemmCall& call, int nthreads);

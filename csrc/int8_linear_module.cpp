@@ -1,7 +1,8 @@
 // int8_linear_module.cpp: bertqa._native, the native int8 Linear of backend 'customcpu'.
 //
 // What: ../shared/SPEC-quant.md steps 2-5 for one Linear layer in one call: dynamic activation
-// quantization (per tensor or per row, with the NaN/Inf check folded into the max|x| pass), the
+// quantization (per tensor or per row, with the NaN/Inf check folded into the max|x| pass, and
+// for a smoothed layer the per-channel multiply x * input_scale folded into both passes), the
 // int8 x int8 -> int32 GEMM on weights packed once, int16 shift-round-saturate (or int32 mode),
 // dequantization y = q * ((sx * sw) * 2^s) + b, and optionally an exact (erf) GELU, all fused
 // into the GEMM's store. xq, acc and q are bit-exact with bertqa/quant/reference.py; y differs
@@ -37,6 +38,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -121,18 +123,29 @@ int64_t check_x(const PackedLinear& W, const FloatArray& x) {
   return x.shape(0);
 }
 
+// The optional per-channel multiply of x (smoothing): null, or [K] fp32, read in place. It is
+// passed with every call (a view of the node's current tensor), so it can never be stale.
+const float* check_scale(const PackedLinear& W, const std::optional<FloatArray>& scale) {
+  if (!scale) return nullptr;
+  if (scale->ndim() != 1 || scale->shape(0) != W.K)
+    throw std::invalid_argument("input_scale must be [" + std::to_string(W.K) + "] fp32");
+  return scale->data();
+}
+
 const char* nonfinite_name(int code) { return code == 2 ? "NaN" : code == 1 ? "Inf" : ""; }
 
-// y (preallocated [M, N] fp32) <- the layer applied to x. Returns
+// y (preallocated [M, N] fp32) <- the layer applied to x (times input_scale, if given). Returns
 // (saturated, "" | "NaN" | "Inf", seconds quantizing, seconds in the GEMM + epilogue).
-py::tuple run(const PackedLinear& W, FloatArray x, FloatArray y) {
+py::tuple run(const PackedLinear& W, FloatArray x, FloatArray y,
+              std::optional<FloatArray> input_scale) {
   const int64_t M = check_x(W, x);
+  const float* scale = check_scale(W, input_scale);
   if (y.ndim() != 2 || y.shape(0) != M || y.shape(1) != W.N || !y.writeable())
     throw std::invalid_argument("y must be a writable [M, N] fp32 C-contiguous array");
   RunResult r;
   {
     py::gil_scoped_release release;
-    r = run_linear(W, x.data(), M, y.mutable_data(), {});
+    r = run_linear(W, x.data(), scale, M, y.mutable_data(), {});
   }
   return py::make_tuple(r.saturated, nonfinite_name(r.nonfinite), r.seconds_quantize,
                         r.seconds_gemm);
@@ -140,8 +153,10 @@ py::tuple run(const PackedLinear& W, FloatArray x, FloatArray y) {
 
 // Benchmarks: run(), timed by the wall clock and by the threads' CPU time without barrier waits
 // (on a shared machine the wall clock also counts other processes; the CPU time does not).
-py::dict profile(const PackedLinear& W, FloatArray x, FloatArray y) {
+py::dict profile(const PackedLinear& W, FloatArray x, FloatArray y,
+                 std::optional<FloatArray> input_scale) {
   const int64_t M = check_x(W, x);
+  const float* scale = check_scale(W, input_scale);
   if (y.ndim() != 2 || y.shape(0) != M || y.shape(1) != W.N || !y.writeable())
     throw std::invalid_argument("y must be a writable [M, N] fp32 C-contiguous array");
   RunResult r;
@@ -149,7 +164,7 @@ py::dict profile(const PackedLinear& W, FloatArray x, FloatArray y) {
   {
     py::gil_scoped_release release;
     const auto t0 = std::chrono::steady_clock::now();
-    r = run_linear(W, x.data(), M, y.mutable_data(), {}, true);
+    r = run_linear(W, x.data(), scale, M, y.mutable_data(), {}, true);
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   py::dict out;
@@ -164,13 +179,14 @@ py::dict profile(const PackedLinear& W, FloatArray x, FloatArray y) {
 }
 
 // Tests: the same fused call, also returning xq, sx, acc and q.
-py::dict run_debug(const PackedLinear& W, FloatArray x) {
+py::dict run_debug(const PackedLinear& W, FloatArray x, std::optional<FloatArray> input_scale) {
   const int64_t M = check_x(W, x), N = W.N, K = W.K;
+  const float* scale = check_scale(W, input_scale);
   FloatArray y({M, N}), sx({M});
   py::array_t<int32_t> acc({M, N}), q({M, N});
   Int8Array xq({M, K});
   DebugOut dbg{acc.mutable_data(), q.mutable_data(), xq.mutable_data(), sx.mutable_data()};
-  const RunResult r = run_linear(W, x.data(), M, y.mutable_data(), dbg);
+  const RunResult r = run_linear(W, x.data(), scale, M, y.mutable_data(), dbg);
   py::dict out;
   out["y"] = y;
   out["xq"] = xq;
@@ -192,9 +208,12 @@ PYBIND11_MODULE(_native, m) {
       .def_readonly("shift", &PackedLinear::shift)
       .def_readonly("path", &PackedLinear::path)
       .def_property_readonly("isa", [](const PackedLinear& W) { return std::string(W.kern->name); })
-      .def("run", &run, py::arg("x").noconvert(), py::arg("y").noconvert())
-      .def("run_debug", &run_debug, py::arg("x").noconvert())
-      .def("profile", &profile, py::arg("x").noconvert(), py::arg("y").noconvert());
+      .def("run", &run, py::arg("x").noconvert(), py::arg("y").noconvert(),
+           py::arg("input_scale").noconvert() = py::none())
+      .def("run_debug", &run_debug, py::arg("x").noconvert(),
+           py::arg("input_scale").noconvert() = py::none())
+      .def("profile", &profile, py::arg("x").noconvert(), py::arg("y").noconvert(),
+           py::arg("input_scale").noconvert() = py::none());
   m.def("pack", &pack, py::arg("wq").noconvert(), py::arg("sw").noconvert(), py::arg("bias"),
         py::arg("shift"), py::arg("acts"), py::arg("requant"), py::arg("gelu"), py::arg("isa"),
         "Pack one layer's int8 weights [N, K] for the ISA path `isa`.");

@@ -30,8 +30,11 @@ struct DebugOut {             // all null, or [M, N] acc, [M, N] q, [M, K] xq, [
   float* sx = nullptr;
 };
 
-RunResult run_linear(const PackedLinear& W, const float* x, int64_t M, float* y,
-                     const DebugOut& dbg, bool profile = false);
+// x: [M, K] fp32; input_scale: null, or [K] fp32 that x is multiplied by per channel (the
+// smoothing of bertqa/quant/smooth.py) before step 2, fused: the result is bit for bit that of
+// x * input_scale (one fp32 multiply) passed as x. y: [M, N] fp32.
+RunResult run_linear(const PackedLinear& W, const float* x, const float* input_scale, int64_t M,
+                     float* y, const DebugOut& dbg, bool profile = false);
 
 std::map<std::string, bool> cpu_features();
 bool cpu_supports_isa(const std::string& isa);

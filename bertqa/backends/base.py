@@ -63,6 +63,10 @@ class LinearBackend:
     name = "?"
     precisions = ("fp", "int")
     input_dtypes = (torch.float32,)     # x dtypes `run` takes; others arrive as fp32
+    # True: `run` takes input_scale=s ([K], or None) and computes the layer on x * s (the
+    # smoothing multiply, one fp32 rounding) itself, bit for bit as if handed x * s; the node
+    # then passes its scale with every call instead of multiplying. False: the node multiplies.
+    fuses_input_scale = False
 
     def available(self) -> tuple[bool, str]:
         return True, "always available"
@@ -83,7 +87,8 @@ class LinearBackend:
 
     def run(self, handle, x: torch.Tensor, stats: RunStats) -> torch.Tensor:
         """x: [M, K] contiguous, fp32 or one of input_dtypes -> y: [M, N], x's dtype.
-        Adds saturations to stats.saturated (or keeps them for `flush`)."""
+        Adds saturations to stats.saturated (or keeps them for `flush`). A backend with
+        `fuses_input_scale` also takes the keyword input_scale (see there)."""
         raise NotImplementedError
 
     def flush(self, items: list) -> None:

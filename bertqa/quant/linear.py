@@ -1,7 +1,9 @@
 """Custom linear nodes and the module swap that puts them into any model.
 
 `CustomLinear` (precision fp) and `QLinear` (precision int) replace `nn.Linear`; their forward
-hands x: [..., K] to a named backend. This module knows nothing of BERT: a model says which
+hands x: [..., K] to a named backend. A smoothed node's input_scale [K] multiplies x first: in
+torch before the call, or inside the call for a backend with `fuses_input_scale` (customcpu),
+which then gets the scale with every call. This module knows nothing of BERT: a model says which
 Linear layers are fused projections (`quant_groups`) or may absorb their GELU (`gelu_fusions`)
 through optional attributes.
 """
@@ -33,7 +35,9 @@ class CustomLinear(nn.Module):
         self.stats = RunStats()
         self.max_abs_acc = None          # set to 0 to record max|acc| (calibration)
         # [K] per-channel multiply before SPEC step 2 (smoothing); a buffer, so that moving the
-        # model (to a GPU, to fp16) moves it too and a captured CUDA graph never copies it
+        # model (to a GPU, to fp16) moves it too and a captured CUDA graph never copies it. A
+        # backend with fuses_input_scale receives it with every call (never a copy kept from
+        # prepare, which runs before it is set), else forward multiplies x by it.
         self.register_buffer("input_scale", None)
         self.set_backend(backend)
 
@@ -53,12 +57,17 @@ class CustomLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)                          # [M, K]
         if x2.dtype not in self.backend.input_dtypes:
             x2 = x2.to(torch.float32)
-        if self.input_scale is not None:
-            x2 = x2 * self.input_scale.to(dtype=x2.dtype)
+        scale = self.input_scale
+        # the backend multiplies, bit for bit as torch would (calibration runs the reference)
+        fused = scale is not None and self.max_abs_acc is None and self.backend.fuses_input_scale
+        if scale is not None and not fused:
+            x2 = x2 * scale.to(dtype=x2.dtype)
         x2 = x2.contiguous()
         t0 = time.perf_counter()
         if self.max_abs_acc is not None:
             y = self._calibration_forward(x2)
+        elif fused:
+            y = self.backend.run(self.handle, x2, self.stats, input_scale=scale)   # [M, N]
         else:
             y = self.backend.run(self.handle, x2, self.stats)          # [M, N]
         self.stats.seconds += time.perf_counter() - t0
