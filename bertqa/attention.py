@@ -9,6 +9,8 @@ SDPA alone is about a third of an int8 forward, so the int8 targets use native k
     attention      Q, K, V and the probabilities rounded to bf16 (AVX512-BF16), fp32 accumulation
                    and softmax. Not part of SPEC-quant; README gives its EM/F1 next to fp32's.
     residual norm  LayerNorm(x + y) in one pass per row, fp32 (a few ulps from PyTorch's).
+    GELU           the native erf GELU (~3e-7 relative), fused into customcpu's GEMM epilogue
+                   and applied on the host by cpu-reference and aie (backend option gelu).
 
 Modes (--attention): 'fp32' PyTorch for both; 'bf16' both native (an error where the bf16 kernel
 cannot run); 'auto' (default) native for --precision int on customcpu and aie where available,
@@ -63,9 +65,11 @@ def bf16_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> 
 
 
 def native_add_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
-    """LayerNorm(x + y) in one native pass, with the model's add_norm signature."""
+    """LayerNorm(x + y) in one native pass, with the model's add_norm signature. The result is
+    written over y where y is a contiguous fp32 tensor (the branch's output, a temporary in
+    BertForQA): a fresh [S, H] output costs about as much as the kernel saves."""
     xs, ys = _fp32_rows(x), _fp32_rows(y)
-    out = torch.empty_like(xs)
+    out = ys if ys.data_ptr() == y.data_ptr() else torch.empty_like(xs)
     _native().add_layer_norm(xs.numpy(), ys.numpy(), norm.weight.detach().float().contiguous().numpy(),
                              norm.bias.detach().float().contiguous().numpy(), float(norm.eps), out.numpy())
     return out.view(x.shape).to(x.dtype)
@@ -82,6 +86,11 @@ class HostKernels:
     attention: Callable | None          # None: PyTorch's SDPA
     residual_norm: Callable | None      # None: add, then torch LayerNorm
     label: str
+
+    @property
+    def gelu(self) -> str:
+        """The Linear backends' gelu option: 'native' along with the native residual norm."""
+        return "native" if self.residual_norm is not None else "torch"
 
 
 def choose(mode: str | None, target: str, precision: str, device: str = "cpu") -> HostKernels:
@@ -108,10 +117,8 @@ def choose(mode: str | None, target: str, precision: str, device: str = "cpu") -
     return HostKernels(bf16_attention, native_add_norm, f"{BF16_LABEL}, {NATIVE_NORM}")
 
 
-def install(model: torch.nn.Module, mode: str | None, target: str, precision: str,
-            device: str = "cpu") -> str:
-    """Set the host kernels of `model` (a BertForQA) for target/precision; returns their label."""
-    kernels = choose(mode, target, precision, device)
+def install(model: torch.nn.Module, kernels: HostKernels) -> str:
+    """Set the host kernels of `model` (a BertForQA); returns their label."""
     setter = getattr(model, "set_host_kernels", None)
     if setter is None:
         if kernels.attention or kernels.residual_norm:

@@ -99,7 +99,7 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
         if backend or backend_options:
             what = "--backend" if backend else "backend options (" + ", ".join(backend_options) + ")"
             raise TargetUnavailable(f"{what} apply to the custom targets, not --target cpu")
-        att = host_attention.install(model, attention_mode, target, precision)
+        att = host_attention.install(model, host_attention.choose(attention_mode, target, precision))
         if precision == "fp":
             return Prepared(model, target, precision, "PyTorch fp32 (torch.nn.Linear)", attention=att)
         return Prepared(torch_dynamic_int8(model), target, precision,
@@ -108,9 +108,13 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
     if precision not in chosen.precisions:
         raise TargetUnavailable(f"--target {target} (backend {chosen.name}) computes --precision "
                                 f"{' or '.join(chosen.precisions)} only, not {precision}")
-    chosen = chosen.configure(**(backend_options or {}))
+    kernels = host_attention.choose(attention_mode, target, precision, getattr(chosen, "device", "cpu"))
+    options = dict(backend_options or {})
+    if kernels.gelu != "torch" and kernels.gelu in getattr(chosen, "gelu_modes", ()):
+        options.setdefault("gelu", kernels.gelu)                 # GELU goes with the host kernels
+    chosen = chosen.configure(**options)
     spec = (spec or QuantSpec.default()) if precision == "int" else None
-    att = host_attention.install(model, attention_mode, target, precision, getattr(chosen, "device", "cpu"))
+    att = host_attention.install(model, kernels)
     prepare = getattr(chosen, "prepare_model", None)          # a backend may move the model first
     if prepare is not None:
         model = prepare(model)

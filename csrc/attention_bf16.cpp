@@ -12,11 +12,11 @@
 // at columns h*d .. h*d+d-1 of each third (the model's fused QKV Linear output, as is);
 // key_bias [B, S] additive fp32 (0 or a large negative for padding) or null; out [B*S, H].
 //
-// Work: one (batch, head) pair at a time per thread (OpenMP, dynamic). For each: K packed as
-// [key block of 64][d pair][64 keys] and V as [key pair][d] (bf16 pairs in 32-bit words, what
-// vdpbf16ps reduces), then blocks of 6 query rows: scores for all keys in a 6 x 64 register tile,
-// softmax over the row, and the 6 x d output tile accumulated over key pairs. Scratch is per
-// thread and reused. Built with the rest of bertqa._native; runs only where the CPU reports
+// Work, per batch, in one OpenMP region: a packing pass over the tokens (each thread a range of
+// them, every head, rows read front to back) to bf16 Q, K and V in 32-bit words of bf16 pairs
+// (what vdpbf16ps reduces), then the heads (dynamic): K transposed to [key block of 64][d pair]
+// [64 keys], then blocks of 6 query rows: scores for all keys in a 6 x 64 register tile, softmax
+// over the row, and the 6 x d output tile accumulated over key pairs. Scratch is reused. Built with the rest of bertqa._native; runs only where the CPU reports
 // avx512bf16 (bertqa falls back to PyTorch's SDPA elsewhere).
 #include "attention_bf16.h"
 
@@ -74,13 +74,11 @@ BF16_TARGET inline void row_to_bf16_pairs(const float* x, int64_t n, int64_t dp,
   }
 }
 
-// K of one head -> kp[key block][pair][64 keys]; zero for keys >= S. Rows are converted into
-// `rows` ([Sk][pairs], row-major) first and transposed from there: reading words back from a
-// vector store that is still in flight would stall on store forwarding at every key.
-BF16_TARGET void pack_keys(const float* k, int64_t ldx, const Shape& sh, uint32_t* rows, uint32_t* kp) {
+// K rows of one head, [Sk][pairs] row-major -> kp[key block][pair][64 keys]. The rows were
+// written in the packing pass; reading words back from vector stores still in flight would
+// stall on store forwarding at every key.
+void transpose_keys(const uint32_t* rows, const Shape& sh, uint32_t* kp) {
   const int64_t pairs = sh.dp / 2;
-  for (int64_t s = 0; s < sh.S; ++s) row_to_bf16_pairs(k + s * ldx, sh.d, sh.dp, rows + s * pairs);
-  std::memset(rows + sh.S * pairs, 0, size_t((sh.Sk - sh.S) * pairs) * 4);
   for (int64_t kb = 0; kb < sh.Sk / kKeyBlock; ++kb) {
     const uint32_t* src = rows + kb * kKeyBlock * pairs;
     uint32_t* dst = kp + kb * pairs * kKeyBlock;
@@ -89,19 +87,53 @@ BF16_TARGET void pack_keys(const float* k, int64_t ldx, const Shape& sh, uint32_
   }
 }
 
-// V of one head -> vp[key pair][dp]: word (j, c) = bf16 V[2j][c] | bf16 V[2j+1][c] << 16.
-BF16_TARGET void pack_values(const float* v, int64_t ldx, const Shape& sh, uint32_t* vp) {
-  for (int64_t j = 0; j < sh.Sk / 2; ++j) {
-    for (int64_t c = 0; c < sh.dp; c += 16) {
-      const __mmask16 m = sh.d - c >= 16 ? __mmask16(0xffff)
-                          : sh.d - c > 0 ? __mmask16((1u << (sh.d - c)) - 1) : 0;
-      const int64_t s0 = 2 * j, s1 = 2 * j + 1;
-      const __m512 a = s0 < sh.S ? _mm512_maskz_loadu_ps(m, v + s0 * ldx + c) : _mm512_setzero_ps();
-      const __m512 b = s1 < sh.S ? _mm512_maskz_loadu_ps(m, v + s1 * ldx + c) : _mm512_setzero_ps();
-      const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
-      const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
-      _mm512_storeu_si512(vp + j * sh.dp + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+// V rows v0, v1 (v1 null past the end) of one head -> dp words: bf16 v0[c] | bf16 v1[c] << 16.
+BF16_TARGET void pack_value_pair(const float* v0, const float* v1, const Shape& sh, uint32_t* out) {
+  for (int64_t c = 0; c < sh.dp; c += 16) {
+    const __mmask16 m = sh.d - c >= 16 ? __mmask16(0xffff)
+                        : sh.d - c > 0 ? __mmask16((1u << (sh.d - c)) - 1) : 0;
+    const __m512 a = _mm512_maskz_loadu_ps(m, v0 + c);
+    const __m512 b = v1 ? _mm512_maskz_loadu_ps(m, v1 + c) : _mm512_setzero_ps();
+    const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+    const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
+    _mm512_storeu_si512(out + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+  }
+}
+
+// One batch's Q, K and V in bf16, every head: q [heads][Sq][pairs] (times scale), krows
+// [heads][Sk][pairs], v [heads][Sk/2][dp]; rows past S are zero.
+struct PackedQKV {
+  uint32_t *q, *krows, *v;
+  int64_t Sq;
+};
+
+// The packing pass for the token pair (2j, 2j+1) of one batch: reads both qkv rows front to back
+// (every head), so that the hardware prefetcher streams them.
+BF16_TARGET void pack_token_pair(const float* x, int64_t ldx, int64_t j, int64_t heads,
+                                 const Shape& sh, float scale, const PackedQKV& pk) {
+  const int64_t pairs = sh.dp / 2;
+  for (int64_t s = 2 * j; s < 2 * j + 2; ++s) {
+    for (int64_t h = 0; h < heads; ++h) {
+      uint32_t* q = pk.q + (h * pk.Sq + s) * pairs;
+      uint32_t* k = pk.krows + (h * sh.Sk + s) * pairs;
+      if (s < sh.S) {
+        row_to_bf16_pairs(x + s * ldx + h * sh.d, sh.d, sh.dp, q, scale);
+        row_to_bf16_pairs(x + s * ldx + sh.H + h * sh.d, sh.d, sh.dp, k);
+      } else {
+        if (s < pk.Sq) std::memset(q, 0, size_t(pairs) * 4);
+        std::memset(k, 0, size_t(pairs) * 4);
+      }
     }
+  }
+  const int64_t s0 = 2 * j, s1 = 2 * j + 1;
+  for (int64_t h = 0; h < heads; ++h) {
+    uint32_t* v = pk.v + (h * sh.Sk / 2 + j) * sh.dp;
+    if (s0 >= sh.S) {
+      std::memset(v, 0, size_t(sh.dp) * 4);
+      continue;
+    }
+    const float* v0 = x + s0 * ldx + 2 * sh.H + h * sh.d;
+    pack_value_pair(v0, s1 < sh.S ? v0 + ldx : nullptr, sh, v);
   }
 }
 
@@ -215,27 +247,22 @@ BF16_TARGET void values_chunk(const uint32_t* p, int64_t ldp, int64_t key_pairs,
   }
 }
 
-// One (batch, head): x = this batch's first qkv row, bias = its [Sk] key bias, out its first row.
-BF16_TARGET void attend_head(const float* x, int64_t ldx, const float* bias, const Shape& sh,
-                             float scale, float* out, int64_t ldo) {
-  thread_local Scratch<uint32_t> kbuf, krows, vbuf, qbuf, pbuf;
+// One head of one batch from its packed Q, K rows and V: bias = the batch's [Sk] key bias, out =
+// the head's first output column of the batch's first row.
+BF16_TARGET void attend_head(const uint32_t* qh, const uint32_t* krows, const uint32_t* vp,
+                             const float* bias, const Shape& sh, float* out, int64_t ldo) {
+  thread_local Scratch<uint32_t> kbuf, pbuf;
   thread_local Scratch<float> sbuf, tbuf;
   const int64_t pairs = sh.dp / 2;
   uint32_t* kp = kbuf.get(size_t(sh.Sk * pairs));
-  uint32_t* vp = vbuf.get(size_t(sh.Sk / 2 * sh.dp));
-  uint32_t* q = qbuf.get(size_t(kRows * pairs));
   uint32_t* p = pbuf.get(size_t(kRows * sh.Sk / 2));
   float* scores = sbuf.get(size_t(kRows * sh.Sk));
   float* tmp = tbuf.get(size_t(sh.Sk));
-  pack_keys(x + sh.H, ldx, sh, krows.get(size_t(sh.Sk * pairs)), kp);
-  pack_values(x + 2 * sh.H, ldx, sh, vp);
+  transpose_keys(krows, sh, kp);
   float inv[kRows];
   for (int64_t r0 = 0; r0 < sh.S; r0 += kRows) {
     const int rows = int(std::min<int64_t>(kRows, sh.S - r0));
-    for (int r = 0; r < kRows; ++r) {
-      if (r < rows) row_to_bf16_pairs(x + (r0 + r) * ldx, sh.d, sh.dp, q + r * pairs, scale);
-      else std::memset(q + r * pairs, 0, size_t(pairs) * 4);
-    }
+    const uint32_t* q = qh + r0 * pairs;                       // kRows rows, zero past S
     for (int64_t kb = 0; kb < sh.Sk / kKeyBlock; ++kb)
       scores_tile(q, pairs, kp + kb * pairs * kKeyBlock, scores + kb * kKeyBlock, sh.Sk);
     for (int r = 0; r < kRows; ++r) {
@@ -271,12 +298,23 @@ void attention_bf16(const float* qkv, const float* key_bias, int64_t B, int64_t 
   std::vector<float> bias(size_t(B * sh.Sk), -std::numeric_limits<float>::infinity());
   for (int64_t b = 0; b < B; ++b)
     for (int64_t s = 0; s < S; ++s) bias[size_t(b * sh.Sk + s)] = key_bias ? key_bias[b * S + s] : 0.0f;
-  const int64_t ldx = 3 * sh.H, units = B * heads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && units > 1)
-  for (int64_t u = 0; u < units; ++u) {
-    const int64_t b = u / heads, h = u % heads;
-    attend_head(qkv + b * S * ldx + h * d, ldx, bias.data() + b * sh.Sk, sh, scale,
-                out + b * S * sh.H + h * d, sh.H);
+  const int64_t ldx = 3 * sh.H, pairs = sh.dp / 2, Sq = (S + kRows - 1) / kRows * kRows;
+  // The packed batch, in the calling thread's scratch (the workers see it through `pk`).
+  thread_local Scratch<uint32_t> qbuf, kbuf, vbuf;
+  const PackedQKV pk{qbuf.get(size_t(heads * Sq * pairs)), kbuf.get(size_t(heads * sh.Sk * pairs)),
+                     vbuf.get(size_t(heads * sh.Sk / 2 * sh.dp)), Sq};
+  const bool parallel = nthreads > 1 && S * heads * d >= 4096;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* x = qkv + b * S * ldx;
+#pragma omp parallel num_threads(nthreads) if (parallel)
+    {
+#pragma omp for schedule(static)
+      for (int64_t j = 0; j < sh.Sk / 2; ++j) pack_token_pair(x, ldx, j, heads, sh, scale, pk);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t h = 0; h < heads; ++h)
+        attend_head(pk.q + h * Sq * pairs, pk.krows + h * sh.Sk * pairs, pk.v + h * sh.Sk / 2 * sh.dp,
+                    bias.data() + b * sh.Sk, sh, out + b * S * sh.H + h * d, sh.H);
+    }
   }
 }
 

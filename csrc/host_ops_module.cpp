@@ -1,5 +1,5 @@
 // host_ops_module.cpp: the Python bindings of the host-side kernels around the int8 Linears,
-// attention_bf16 and add_layer_norm (registered by int8_linear_module.cpp into bertqa._native):
+// attention_bf16, add_layer_norm and gelu (registered by int8_linear_module.cpp into bertqa._native):
 // zero-copy over C-contiguous fp32 NumPy arrays, GIL released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -9,6 +9,7 @@
 
 #include "add_layer_norm.h"
 #include "attention_bf16.h"
+#include "gelu.h"
 #include "int8_linear_runtime.h"
 
 namespace py = pybind11;
@@ -53,6 +54,15 @@ void add_norm(FloatArray x, FloatArray y, FloatArray gamma, FloatArray beta, flo
                  get_threads(), portable);
 }
 
+// y (any shape, C-contiguous fp32) <- gelu(y) as the `isa` path's epilogue computes it.
+void gelu(FloatArray y, const std::string& isa) {
+  if (!y.writeable()) throw std::invalid_argument("y must be a writable fp32 array");
+  float* data = y.mutable_data();
+  const int64_t n = y.size();
+  py::gil_scoped_release release;
+  gelu_inplace(data, n, isa, get_threads());
+}
+
 }  // namespace
 
 void register_host_ops(py::module_& m) {
@@ -65,6 +75,8 @@ void register_host_ops(py::module_& m) {
         py::arg("gamma").noconvert(), py::arg("beta").noconvert(), py::arg("eps"),
         py::arg("out").noconvert(), py::arg("portable") = false,
         "out <- LayerNorm(x + y) * gamma + beta, row by row (portable: skip the AVX-512 path).");
+  m.def("gelu", &gelu, py::arg("y").noconvert(), py::arg("isa"),
+        "y <- exact GELU of y in place, the per-element function of the ISA path's fused epilogue.");
 }
 
 }  // namespace bertqa

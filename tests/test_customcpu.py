@@ -175,9 +175,9 @@ def test_set_threads_sets_torch_and_kernel():
 @pytest.mark.parametrize("isa", ALL_ISAS)
 def test_fused_gelu_matches_erf_gelu(isa):
     # W = ones [19, 1] with per-row activation scales: every column of row m is y = x[m]
-    fused = backend.configure(gelu="fused")
+    fused = backend.configure(gelu="native")
     fused.set_isa(isa)
-    assert "fused GELU" in fused.describe()
+    assert "native GELU fused" in fused.describe()
     spec = QuantSpec(acts="row", requant="int32")
     x = torch.linspace(-14, 14, 5601).reshape(-1, 1)
     y = fused.run(fused.prepare(linear_weights(torch.ones(19, 1), None, spec, "int")), x,
@@ -201,6 +201,36 @@ def test_default_gelu_is_bit_identical_to_the_reference(forced, isa):
     handle = backend.prepare(lw)
     assert torch.equal(backend.run(handle, x, RunStats()), torch.nn.functional.gelu(y_ref))
     assert torch.equal(backend.run_debug(handle, x)["y"], torch.nn.functional.gelu(y_ref))
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_native_gelu_fused_equals_native_gelu_after_the_reference(forced, isa, monkeypatch):
+    """gelu='native': the epilogue's GELU is customcpu.native_gelu on the reference's y, bit for
+    bit, so cpu-reference and aie with gelu='native' (the int8 targets' default) agree with it."""
+    forced(isa)
+    monkeypatch.setenv(customcpu.ISA_ENV, isa)          # native_gelu follows the ISA path
+    fused = backend.configure(gelu="native")
+    fused.set_isa(isa)
+    differs = False
+    for m, k, n in ((19, 300, 130), (1, 37, 5), (64, 1024, 77)):
+        lw = int_layer(k, n, seed=m, gelu=True, spec=QuantSpec(weights="channel", acts="row", shift=7))
+        x = torch.randn(m, k) * 3
+        y_ref, _ = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, "row", "int16")
+        want = customcpu.native_gelu(y_ref.clone())
+        differs |= not torch.equal(want, torch.nn.functional.gelu(y_ref))
+        handle = fused.prepare(lw)
+        assert torch.equal(fused.run(handle, x, RunStats()), want)
+        assert torch.equal(fused.run_debug(handle, x)["y"], want)
+        for other in ("cpu-reference", "aie"):
+            b = load_backend(other).configure(gelu="native")
+            assert torch.equal(b.run(b.prepare(lw), x, RunStats()), want), other
+    assert differs or isa == "scalar"       # the vector GELUs are not torch's (scalar: std::erf)
+
+
+def test_gelu_option_is_checked():
+    with pytest.raises(TargetUnavailable, match="gelu must be one of torch, native"):
+        load_backend("cpu-reference").configure(gelu="fused")
 
 
 def test_configure_rejects_unknown_options():

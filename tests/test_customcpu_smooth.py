@@ -306,10 +306,12 @@ def test_bundled_default_model_logits_equal_cpu_reference(bundled_int):
 
 
 @pytest.mark.parametrize("isa", ALL_ISAS)
-def test_bundled_default_model_on_every_path(bundled_int, isa):
+def test_bundled_default_model_on_every_path(bundled_int, isa, monkeypatch):
     native, reference = bundled_int
     nodes = custom_nodes(native.prepared.model)
-    fresh = customcpu.CustomCPUBackend()
+    assert nodes[0].backend.gelu == "native"              # the int8 target's host kernels
+    monkeypatch.setenv(customcpu.ISA_ENV, isa)            # the reference's native GELU follows
+    fresh = customcpu.CustomCPUBackend("native")
     fresh.set_isa(isa)
     before = [n.backend for n in nodes]
     try:

@@ -24,6 +24,7 @@ import torch
 
 from bertqa.backends.aie_device import NPUDevice, TileEmulator, probe_npu
 from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.backends.customcpu import GELU_MODES, apply_gelu, check_gelu_mode
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import reference as ref
 
@@ -155,15 +156,19 @@ class AIEBackend(LinearBackend):
     name = "aie"
     precisions = ("int",)
 
-    def __init__(self, device_choice: str = "auto", kernels: dict | None = None):
+    gelu_modes = GELU_MODES
+
+    def __init__(self, device_choice: str = "auto", kernels: dict | None = None, gelu: str = "torch"):
         self.device_choice = device_choice
         self.kernels = kernels or TILE_KERNELS
+        self.gelu = gelu                # the host's GELU after dequantization: 'torch' | 'native'
         self._device = self._label = None
 
-    def configure(self, aie_device: str = "auto", **others) -> "AIEBackend":
+    def configure(self, aie_device: str = "auto", gelu: str = "torch", **others) -> "AIEBackend":
         """A backend bound to one device; opens it now, so that 'npu' fails at load time."""
         super().configure(**others)
-        backend = AIEBackend(aie_device, self.kernels)
+        check_gelu_mode(self.name, gelu)
+        backend = AIEBackend(aie_device, self.kernels, gelu)
         backend.tile_device                                      # noqa: B018 (opens it)
         return backend
 
@@ -182,7 +187,8 @@ class AIEBackend(LinearBackend):
 
     def describe(self) -> str:
         self.tile_device                                         # noqa: B018
-        return f"aie int8 tile GEMMs; AIE device: {self._label}"
+        gelu = "; host GELU: native" if self.gelu == "native" else ""
+        return f"aie int8 tile GEMMs; AIE device: {self._label}{gelu}"
 
     def prepare(self, lw: LinearWeights) -> AIELayer:
         assert lw.precision == "int", f"{lw.name}: the AIE tiles compute int8 only (--precision int)"
@@ -210,7 +216,7 @@ class AIEBackend(LinearBackend):
         t2 = time.perf_counter()
         y = ref.dequantize_bias(q_p[:m, :n], sx, lw.sw, lw.shift, lw.bias)  # host: [M, N] fp32
         if lw.gelu:
-            y = torch.nn.functional.gelu(y)
+            y = apply_gelu(y, self.gelu)
         t3 = time.perf_counter()
         stats.saturated += saturated
         for key, value in (("quantize", t1 - t0), ("device", t2 - t1), ("dequant", t3 - t2)):

@@ -1,21 +1,34 @@
 """Backend 'cpu-reference': the SPEC-quant reference itself, run as a backend.
 
 Slow and obviously right: it is the oracle the other backends are tested against, and what
-`customcpu int` falls back to where the native kernel is not built.
+`customcpu int` falls back to where the native kernel is not built. GELU (outside SPEC-quant):
+torch's, or with configure(gelu='native') the native epilogue's (customcpu.native_gelu), which
+the int8 targets choose with their native host kernels.
 """
 from __future__ import annotations
 
 import torch
 
 from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.backends.customcpu import GELU_MODES, apply_gelu, check_gelu_mode
 from bertqa.quant import reference as ref
 
 
 class ReferenceBackend(LinearBackend):
     name = "cpu-reference"
+    gelu_modes = GELU_MODES
+
+    def __init__(self, gelu: str = "torch"):
+        self.gelu = gelu
+
+    def configure(self, gelu: str = "torch", **others) -> "ReferenceBackend":
+        super().configure(**others)
+        check_gelu_mode(self.name, gelu)
+        return self if gelu == self.gelu else ReferenceBackend(gelu)
 
     def describe(self) -> str:
-        return "cpu-reference (PyTorch reference of SPEC-quant)"
+        gelu = ", native GELU" if self.gelu == "native" else ""
+        return f"cpu-reference (PyTorch reference of SPEC-quant{gelu})"
 
     def prepare(self, lw: LinearWeights):
         return lw
@@ -28,5 +41,5 @@ class ReferenceBackend(LinearBackend):
                                        lw.spec.requant, lw.name)
             stats.saturated += parts["saturated"]
         if lw.gelu:
-            y = torch.nn.functional.gelu(y)
+            y = torch.nn.functional.gelu(y) if lw.precision == "fp" else apply_gelu(y, self.gelu)
         return y

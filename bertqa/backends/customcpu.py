@@ -23,13 +23,14 @@ Threads: the extension is built with OpenMP and resolves to the libgomp that tor
 the kernel and torch's intra-op work share one pool of `torch.get_num_threads()` threads and
 never run on top of each other; `set_threads(n)` sets both.
 
-GELU (layers with lw.gelu, the FFN up-projections): by default torch.nn.functional.gelu on the
-native output. The native y equals the reference's bit for bit (same fp32 multiply, then add), so
-with torch's GELU after it whole models give exactly the answers of cpu-reference and aie.
-`configure(gelu="fused")` applies the extension's own erf GELU inside the GEMM's store instead
-(within ~3e-7 * |y| of exact erf, but not bit-identical to torch's): measured on one Zen 4 core
-for [384, 4096] it cost about what torch's separate GELU costs (+0.77 ms vs 0.81 ms on a 7.5 ms
-node), so exactness wins the default.
+GELU (layers with lw.gelu, the FFN up-projections): gelu='torch' (the backend's default)
+applies torch.nn.functional.gelu to the native output; the native y equals the reference's bit
+for bit (same fp32 multiply, then add), so whole models give exactly the answers of
+cpu-reference. gelu='native' applies the extension's own erf GELU inside the GEMM's store
+(vec_gelu.h: within ~3e-7 * |y| of exact erf, not bit-identical to torch's); `native_gelu` is
+the same function over a whole tensor, which cpu-reference and aie apply with gelu='native', so
+the three backends still agree exactly. The int8 targets choose 'native' with their native host
+kernels (bertqa.attention): on BERT-large at seq 384 it saved ~8 ms of a ~430 ms forward.
 
 The extension is imported lazily: where it is not built, `available()` says why and nothing
 else in bertqa is affected.
@@ -46,7 +47,7 @@ from bertqa.errors import NonFiniteActivationError, TargetUnavailable
 
 ISA_PATHS = ("avx512vnni", "avx2", "scalar")     # fastest first
 ISA_ENV = "BERTQA_ISA"
-GELU_MODES = ("torch", "fused")
+GELU_MODES = ("torch", "native")
 
 _native = None
 
@@ -78,6 +79,32 @@ def select_isa(requested: str | None = None) -> str:
     return requested
 
 
+def native_gelu(y: torch.Tensor) -> torch.Tensor:
+    """gelu(y) in place (y: contiguous fp32 on the CPU), computed as the fused epilogue of this
+    CPU's ISA path computes it; returns y."""
+    assert y.dtype == torch.float32 and y.is_contiguous() and y.device.type == "cpu", \
+        "native_gelu takes a contiguous fp32 CPU tensor"
+    native().gelu(y.detach().numpy(), select_isa())
+    return y
+
+
+def apply_gelu(y: torch.Tensor, mode: str) -> torch.Tensor:
+    """The GELU of a backend's gelu mode ('torch' or 'native') on y."""
+    if mode == "native":
+        return native_gelu(y.contiguous() if y.dtype == torch.float32 else y.float().contiguous())
+    return torch.nn.functional.gelu(y)
+
+
+def check_gelu_mode(backend: str, gelu: str) -> None:
+    if gelu not in GELU_MODES:
+        raise TargetUnavailable(f"{backend} gelu must be one of {', '.join(GELU_MODES)}, got {gelu!r}")
+    if gelu == "native":
+        try:
+            native()
+        except ImportError as e:
+            raise TargetUnavailable(f"{backend} gelu='native' needs the native extension ({e})") from None
+
+
 def set_threads(n: int) -> None:
     """Threads for torch's intra-op pool and the native kernel (one shared OpenMP pool)."""
     assert n >= 1, f"threads must be >= 1, got {n}"
@@ -98,6 +125,7 @@ class PackedLayer:
 class CustomCPUBackend(LinearBackend):
     name = "customcpu"
     fuses_input_scale = True
+    gelu_modes = GELU_MODES
 
     def __init__(self, gelu: str = "torch"):
         assert gelu in GELU_MODES, f"gelu must be one of {GELU_MODES}, got {gelu!r}"
@@ -105,10 +133,9 @@ class CustomCPUBackend(LinearBackend):
         self._isa = None    # None: select_isa() at the next prepare
 
     def configure(self, gelu: str = "torch", **others) -> "CustomCPUBackend":
-        """gelu='fused': the native erf GELU in the GEMM's store (see the module docstring)."""
+        """gelu='native': the native erf GELU in the GEMM's store (see the module docstring)."""
         super().configure(**others)
-        if gelu not in GELU_MODES:
-            raise TargetUnavailable(f"customcpu gelu must be one of {', '.join(GELU_MODES)}, got {gelu!r}")
+        check_gelu_mode("customcpu", gelu)
         if gelu == self.gelu:
             return self
         backend = CustomCPUBackend(gelu)
@@ -155,7 +182,7 @@ class CustomCPUBackend(LinearBackend):
         if not ok:
             return f"customcpu (unavailable: {reason})"
         nat = native()
-        gelu = ", fused GELU" if self.gelu == "fused" else ""
+        gelu = ", native GELU fused" if self.gelu == "native" else ""
         return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads, "
                 f"OpenMP: {os.path.basename(nat.openmp_runtime())}{gelu})")
 
@@ -164,7 +191,7 @@ class CustomCPUBackend(LinearBackend):
             return lw
         assert lw.wq is not None and lw.wq.dtype == torch.int8, f"{lw.name}: wq must be int8 [N, K]"
         bias = None if lw.bias is None else lw.bias.detach().to(torch.float32).contiguous().numpy()
-        fused = lw.gelu and self.gelu == "fused"
+        fused = lw.gelu and self.gelu == "native"
         packed = native().pack(lw.wq.contiguous().numpy(), lw.sw.to(torch.float32).contiguous().numpy(),
                                bias, lw.shift, lw.spec.acts, lw.spec.requant, fused, self.isa)
         return PackedLayer(lw, packed, gelu_after=lw.gelu and not fused)

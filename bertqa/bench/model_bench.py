@@ -61,7 +61,7 @@ def build_torch(config: BertConfig, name: str, spec=None):
         for inputs in calib:
             m(*inputs)
     p = prepare_target(model, "customcpu", precision, spec or QuantSpec.default(), calibrate)
-    return p.model, p.backend + (f" [{p.spec.label()}]" if p.spec else "")
+    return p.model, p.backend + (f" [{p.spec.label()}]" if p.spec else "") + f"; attention {p.attention}"
 
 
 def build_onnxruntime(config: BertConfig, workdir: Path, threads: int):

@@ -153,8 +153,9 @@ class BertForQA(nn.Module):
 
     def set_host_kernels(self, attention=None, residual_norm=None) -> None:
         """The non-Linear kernels of every layer: attention(qkv [B, S, 3H], mask [B, 1, 1, S] |
-        None, heads) -> [B, S, H] and residual_norm(x, y, norm: nn.LayerNorm) -> norm(x + y).
-        None restores PyTorch's (SDPA; add, then LayerNorm)."""
+        None, heads) -> [B, S, H] and residual_norm(x, y, norm: nn.LayerNorm) -> norm(x + y),
+        which may write over y (a temporary here). None restores PyTorch's (SDPA; add, then
+        LayerNorm)."""
         for layer in self.layers:
             layer.attention.core = attention or sdpa_attention
             layer.attention.add_norm = layer.ffn.add_norm = residual_norm or add_norm
