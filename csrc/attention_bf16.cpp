@@ -137,20 +137,6 @@ BF16_TARGET void pack_token_pair(const float* x, int64_t ldx, int64_t j, int64_t
   }
 }
 
-// exp(x) for x <= 0 to ~3e-6 relative: enough for probabilities rounded to bf16 (2^-9). The
-// reduction of vec_gelu.h's exp with a degree-5 instead of a degree-7 polynomial.
-BF16_TARGET inline __m512 exp_for_bf16(__m512 x) {
-  using namespace vec_gelu;
-  x = _mm512_max_ps(x, _mm512_set1_ps(kExpMin));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), f);
-  __m512 p = _mm512_set1_ps(kExp[5]);
-  for (int i = 4; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp[i]));
-  return _mm512_scalef_ps(p, n);
-}
-
 // scores[r][0..63] = sum over pairs of q[r] . k for one key block (kRows x 64 tile).
 BF16_TARGET inline void scores_tile(const uint32_t* q, int64_t pairs, const uint32_t* kb,
                                     float* scores, int64_t lds) {
@@ -199,7 +185,8 @@ BF16_TARGET inline float softmax_row(const float* scores, const float* bias, int
       const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(tmp + s + 16 * h), m);
       // exp is clamped at exp(-87); anything below (masked and padding keys) is exactly 0
       const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(vec_gelu::kExpMin), _CMP_GE_OQ);
-      e[h] = _mm512_maskz_mov_ps(live, exp_for_bf16(x));
+      // degree 5 (~3e-6 relative) is plenty for probabilities rounded to bf16 (2^-9)
+      e[h] = _mm512_maskz_mov_ps(live, exp_nonpositive_avx512<5>(x));
     }
     const __m512bh pb = _mm512_cvtne2ps_pbh(e[1], e[0]);
     _mm512_storeu_si512(p + s / 2, (__m512i)pb);

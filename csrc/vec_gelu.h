@@ -27,17 +27,20 @@ constexpr float kRsqrt2 = 0.70710678118654752f;
 
 }  // namespace vec_gelu
 
-// exp(x) for x <= 0 (NaN stays NaN): Cody-Waite reduction, degree-7 Taylor polynomial, x
-// clamped at kExpMin (exp(-87) ~ 1.6e-38, the smallest result; callers that need 0 mask it).
+// exp(x) for x <= 0 (NaN stays NaN): Cody-Waite reduction to |f| <= ln2/2 and a Taylor
+// polynomial of degree `Degree` (7: ~1e-7 relative, what the GELU needs; 5: ~3e-6), x clamped at
+// kExpMin (exp(-87) ~ 1.6e-38, the smallest result; callers that need 0 mask it).
+template <int Degree = 7>
 __attribute__((target("avx512f,avx512dq,fma"))) static inline __m512 exp_nonpositive_avx512(__m512 x) {
   using namespace vec_gelu;
+  static_assert(Degree >= 1 && Degree <= 7, "kExp holds the Taylor coefficients up to degree 7");
   x = _mm512_max_ps(x, _mm512_set1_ps(kExpMin));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
   f = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), f);
-  __m512 p = _mm512_set1_ps(kExp[7]);
-  for (int i = 6; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp[i]));
+  __m512 p = _mm512_set1_ps(kExp[Degree]);
+  for (int i = Degree - 1; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp[i]));
   return _mm512_scalef_ps(p, n);
 }
 
