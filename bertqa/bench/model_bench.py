@@ -2,7 +2,8 @@
 
 BERT-large in its exact shapes with random weights (no download), batch 1, at each sequence
 length: torch fp32, torch dynamic int8, ONNX Runtime int8 (exported from the same model and
-quantized with onnxruntime's quantize_dynamic), customcpu fp and customcpu int. The repeats are
+quantized with onnxruntime's quantize_dynamic), customcpu fp, customcpu int, and customcpu int with
+PyTorch's host kernels (SDPA attention, add + LayerNorm, GELU: `--attention fp32`). The repeats are
 interleaved (one forward of each configuration per round), so that a noisy neighbour slows all
 of them alike; every figure is a ratio to baselines measured in the same run. Results are checked
 first: each configuration's start logits are compared with torch fp32's before any timing.
@@ -20,7 +21,8 @@ import torch
 
 from bertqa.model.bert import BertConfig, random_model
 
-CONFIGS = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", "customcpu-int")
+CONFIGS = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", "customcpu-int",
+           "customcpu-int-sdpa")
 
 
 @dataclass
@@ -60,7 +62,8 @@ def build_torch(config: BertConfig, name: str, spec=None):
     def calibrate(m):
         for inputs in calib:
             m(*inputs)
-    p = prepare_target(model, "customcpu", precision, spec or QuantSpec.default(), calibrate)
+    p = prepare_target(model, "customcpu", precision, spec or QuantSpec.default(), calibrate,
+                       attention_mode="fp32" if name.endswith("-sdpa") else None)
     return p.model, p.backend + (f" [{p.spec.label()}]" if p.spec else "") + f"; attention {p.attention}"
 
 

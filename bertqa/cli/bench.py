@@ -22,7 +22,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "1.3 GB random checkpoint to a temporary directory, removed afterwards)")
 
 
-CONFIG_NAMES = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", "customcpu-int")
+# bertqa.bench.model_bench.CONFIGS, named here without importing torch (a test checks they agree)
+CONFIG_NAMES = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", "customcpu-int",
+                "customcpu-int-sdpa")
 
 
 @subcommand("bench", "BERT-large shapes: torch fp32 / dynamic int8 / ONNX Runtime int8 / customcpu, "
