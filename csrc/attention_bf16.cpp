@@ -137,9 +137,16 @@ BF16_TARGET void pack_token_pair(const float* x, int64_t ldx, int64_t j, int64_t
   }
 }
 
-// scores[r][0..63] = sum over pairs of q[r] . k for one key block (kRows x 64 tile).
+// Per query row of a block: the running max of its scores (16 lanes) and whether one was NaN.
+struct RowStats {
+  __m512 max[kRows];
+  __mmask16 nan[kRows];
+};
+
+// scores[r][0..63] = q[r] . k + bias for one key block (kRows x 64 tile), folding the row
+// statistics in while the tile is still in registers.
 BF16_TARGET inline void scores_tile(const uint32_t* q, int64_t pairs, const uint32_t* kb,
-                                    float* scores, int64_t lds) {
+                                    const float* bias, float* scores, int64_t lds, RowStats& st) {
   __m512 acc[kRows][4];
   for (int r = 0; r < kRows; ++r)
     for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
@@ -157,32 +164,30 @@ BF16_TARGET inline void scores_tile(const uint32_t* q, int64_t pairs, const uint
       acc[r][3] = _mm512_dpbf16_ps(acc[r][3], qr, k3);
     }
   }
+  __m512 b[4];
+  for (int c = 0; c < 4; ++c) b[c] = _mm512_loadu_ps(bias + 16 * c);
   for (int r = 0; r < kRows; ++r)
-    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(scores + r * lds + 16 * c, acc[r][c]);
+    for (int c = 0; c < 4; ++c) {
+      const __m512 x = _mm512_add_ps(acc[r][c], b[c]);
+      _mm512_storeu_ps(scores + r * lds + 16 * c, x);
+      st.max[r] = _mm512_max_ps(st.max[r], x);
+      st.nan[r] |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    }
 }
 
-// One row: scores -> exp(s + bias - max) in bf16 pairs (p, Sk/2 words); returns 1 / sum
-// (NaN if a score is NaN: p is then left as it was, the row's output becomes NaN).
-// bias holds -inf for the padding keys >= S, whose probabilities come out exactly 0.
-BF16_TARGET inline float softmax_row(const float* scores, const float* bias, int64_t Sk, float* tmp,
+// One row of scores (bias added, statistics known) -> exp(s - max) in bf16 pairs (p, Sk/2
+// words); returns 1 / sum, or NaN if a score was NaN (NaN or Inf in q or k): the output row then
+// becomes NaN, as in fp32 attention, so that the next Linear's input check reports it. The bias
+// holds -inf for the padding keys >= S, whose probabilities come out exactly 0.
+BF16_TARGET inline float softmax_row(const float* scores, __m512 vmax, __mmask16 nan, int64_t Sk,
                                      uint32_t* p) {
-  __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  __mmask16 nan = 0;
-  for (int64_t s = 0; s < Sk; s += 16) {
-    const __m512 x = _mm512_add_ps(_mm512_loadu_ps(scores + s), _mm512_loadu_ps(bias + s));
-    _mm512_storeu_ps(tmp + s, x);
-    vmax = _mm512_max_ps(vmax, x);
-    nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  }
-  // a NaN score (NaN or Inf in q or k) makes the whole output row NaN, as in fp32 attention, so
-  // that the next Linear's input check reports it
   if (nan) return std::numeric_limits<float>::quiet_NaN();
   const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
   __m512 vsum = _mm512_setzero_ps();
   for (int64_t s = 0; s < Sk; s += 32) {
     __m512 e[2];
     for (int h = 0; h < 2; ++h) {
-      const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(tmp + s + 16 * h), m);
+      const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(scores + s + 16 * h), m);
       // exp is clamped at exp(-87); anything below (masked and padding keys) is exactly 0
       const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(vec_gelu::kExpMin), _CMP_GE_OQ);
       // degree 5 (~3e-6 relative) is plenty for probabilities rounded to bf16 (2^-9)
@@ -239,21 +244,26 @@ BF16_TARGET void values_chunk(const uint32_t* p, int64_t ldp, int64_t key_pairs,
 BF16_TARGET void attend_head(const uint32_t* qh, const uint32_t* krows, const uint32_t* vp,
                              const float* bias, const Shape& sh, float* out, int64_t ldo) {
   thread_local Scratch<uint32_t> kbuf, pbuf;
-  thread_local Scratch<float> sbuf, tbuf;
+  thread_local Scratch<float> sbuf;
   const int64_t pairs = sh.dp / 2;
   uint32_t* kp = kbuf.get(size_t(sh.Sk * pairs));
   uint32_t* p = pbuf.get(size_t(kRows * sh.Sk / 2));
   float* scores = sbuf.get(size_t(kRows * sh.Sk));
-  float* tmp = tbuf.get(size_t(sh.Sk));
   transpose_keys(krows, sh, kp);
   float inv[kRows];
   for (int64_t r0 = 0; r0 < sh.S; r0 += kRows) {
     const int rows = int(std::min<int64_t>(kRows, sh.S - r0));
     const uint32_t* q = qh + r0 * pairs;                       // kRows rows, zero past S
-    for (int64_t kb = 0; kb < sh.Sk / kKeyBlock; ++kb)
-      scores_tile(q, pairs, kp + kb * pairs * kKeyBlock, scores + kb * kKeyBlock, sh.Sk);
+    RowStats st;
     for (int r = 0; r < kRows; ++r) {
-      if (r < rows) inv[r] = softmax_row(scores + r * sh.Sk, bias, sh.Sk, tmp, p + r * sh.Sk / 2);
+      st.max[r] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+      st.nan[r] = 0;
+    }
+    for (int64_t kb = 0; kb < sh.Sk / kKeyBlock; ++kb)
+      scores_tile(q, pairs, kp + kb * pairs * kKeyBlock, bias + kb * kKeyBlock, scores + kb * kKeyBlock,
+                  sh.Sk, st);
+    for (int r = 0; r < kRows; ++r) {
+      if (r < rows) inv[r] = softmax_row(scores + r * sh.Sk, st.max[r], st.nan[r], sh.Sk, p + r * sh.Sk / 2);
       else std::memset(p + r * sh.Sk / 2, 0, size_t(sh.Sk / 2) * 4);
     }
     for (int64_t c = 0; c < sh.d; c += kDChunk)
