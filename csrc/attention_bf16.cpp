@@ -101,11 +101,15 @@ BF16_TARGET void pack_value_pair(const float* v0, const float* v1, const Shape& 
 }
 
 // One batch's Q, K and V in bf16, every head: q [heads][Sq][pairs] (times scale), krows
-// [heads][Sk][pairs], v [heads][Sk/2][dp]; rows past S are zero.
+// [heads][Sk][pairs], v [heads][Sk/2][dp]; rows past S are zero. Heads lie `*_stride` words
+// apart: a multiple of 4 KiB plus one cache line, so that the packing pass's 3 x heads write
+// streams do not all map to the same L1 sets.
 struct PackedQKV {
   uint32_t *q, *krows, *v;
-  int64_t Sq;
+  int64_t Sq, q_stride, k_stride, v_stride;
 };
+
+constexpr int64_t kHeadPad = 16;    // words: one cache line
 
 // The packing pass for the token pair (2j, 2j+1) of one batch: reads both qkv rows front to back
 // (every head), so that the hardware prefetcher streams them.
@@ -114,8 +118,8 @@ BF16_TARGET void pack_token_pair(const float* x, int64_t ldx, int64_t j, int64_t
   const int64_t pairs = sh.dp / 2;
   for (int64_t s = 2 * j; s < 2 * j + 2; ++s) {
     for (int64_t h = 0; h < heads; ++h) {
-      uint32_t* q = pk.q + (h * pk.Sq + s) * pairs;
-      uint32_t* k = pk.krows + (h * sh.Sk + s) * pairs;
+      uint32_t* q = pk.q + h * pk.q_stride + s * pairs;
+      uint32_t* k = pk.krows + h * pk.k_stride + s * pairs;
       if (s < sh.S) {
         row_to_bf16_pairs(x + s * ldx + h * sh.d, sh.d, sh.dp, q, scale);
         row_to_bf16_pairs(x + s * ldx + sh.H + h * sh.d, sh.d, sh.dp, k);
@@ -127,7 +131,7 @@ BF16_TARGET void pack_token_pair(const float* x, int64_t ldx, int64_t j, int64_t
   }
   const int64_t s0 = 2 * j, s1 = 2 * j + 1;
   for (int64_t h = 0; h < heads; ++h) {
-    uint32_t* v = pk.v + (h * sh.Sk / 2 + j) * sh.dp;
+    uint32_t* v = pk.v + h * pk.v_stride + j * sh.dp;
     if (s0 >= sh.S) {
       std::memset(v, 0, size_t(sh.dp) * 4);
       continue;
@@ -298,8 +302,9 @@ void attention_bf16(const float* qkv, const float* key_bias, int64_t B, int64_t 
   const int64_t ldx = 3 * sh.H, pairs = sh.dp / 2, Sq = (S + kRows - 1) / kRows * kRows;
   // The packed batch, in the calling thread's scratch (the workers see it through `pk`).
   thread_local Scratch<uint32_t> qbuf, kbuf, vbuf;
-  const PackedQKV pk{qbuf.get(size_t(heads * Sq * pairs)), kbuf.get(size_t(heads * sh.Sk * pairs)),
-                     vbuf.get(size_t(heads * sh.Sk / 2 * sh.dp)), Sq};
+  const int64_t qs = Sq * pairs + kHeadPad, ks = sh.Sk * pairs + kHeadPad, vs = sh.Sk / 2 * sh.dp + kHeadPad;
+  const PackedQKV pk{qbuf.get(size_t(heads * qs)), kbuf.get(size_t(heads * ks)),
+                     vbuf.get(size_t(heads * vs)), Sq, qs, ks, vs};
   const bool parallel = nthreads > 1 && S * heads * d >= 4096;
   for (int64_t b = 0; b < B; ++b) {
     const float* x = qkv + b * S * ldx;
@@ -309,7 +314,7 @@ void attention_bf16(const float* qkv, const float* key_bias, int64_t B, int64_t 
       for (int64_t j = 0; j < sh.Sk / 2; ++j) pack_token_pair(x, ldx, j, heads, sh, scale, pk);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t h = 0; h < heads; ++h)
-        attend_head(pk.q + h * Sq * pairs, pk.krows + h * sh.Sk * pairs, pk.v + h * sh.Sk / 2 * sh.dp,
+        attend_head(pk.q + h * qs, pk.krows + h * ks, pk.v + h * vs,
                     bias.data() + b * sh.Sk, sh, out + b * S * sh.H + h * d, sh.H);
     }
   }
