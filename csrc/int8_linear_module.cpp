@@ -121,6 +121,16 @@ std::unique_ptr<PackedLinear> pack(Int8Array wq, FloatArray sw, py::object bias,
   return W;
 }
 
+// After calibration: the layer's calibrated shift and its GELU, in place of those it was packed
+// with (the worst-case shift, no fused GELU), so that the packed weights are not packed again.
+// The result is what pack() with these arguments gives. Not while a call runs on W.
+void set_epilogue(PackedLinear& W, int shift, bool gelu) {
+  if (shift < 0 || shift > 16) throw std::invalid_argument("shift must be in 0..16");
+  if (!W.requant_i16 && shift != 0) throw std::invalid_argument("int32 mode has shift 0");
+  W.shift = shift;
+  W.gelu = gelu;
+}
+
 int64_t check_x(const PackedLinear& W, const FloatArray& x) {
   if (x.ndim() != 2 || x.shape(1) != W.K)
     throw std::invalid_argument("x must be [M, " + std::to_string(W.K) + "] fp32 C-contiguous");
@@ -230,6 +240,7 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly("isa", [](const PackedLinear& W) { return std::string(W.kern->name); })
       .def("run", &run, py::arg("x").noconvert(), py::arg("y").noconvert(),
            py::arg("input_scale").noconvert() = py::none())
+      .def("set_epilogue", &set_epilogue, py::arg("shift"), py::arg("gelu"))
       .def("calibrate", &calibrate, py::arg("x").noconvert(), py::arg("y").noconvert(),
            py::arg("input_scale").noconvert() = py::none())
       .def("run_debug", &run_debug, py::arg("x").noconvert(),

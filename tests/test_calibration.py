@@ -169,6 +169,45 @@ def test_calibrate_returns_what_run_returns():
     assert torch.equal(y, backend.run(handle, x, RunStats(), input_scale=scale))
 
 
+@pytest.mark.parametrize("isa", ALL_ISAS)
+@pytest.mark.parametrize("gelu", ["torch", "native"])
+@pytest.mark.parametrize("requant,shift", [("int16", 0), ("int16", 11), ("int32", 0)])
+def test_target_takes_over_the_calibration_packing(forced, isa, gelu, requant, shift):
+    """prepare_calibrated sets the calibrated shift and the target's GELU on the packed weights:
+    the result runs exactly as a fresh prepare, and the calibration handle cannot run again."""
+    forced(isa)
+    target = backend.configure(gelu=gelu)
+    x, scale = make_x_scale(11, 70, seed=3)
+    for layer_gelu in (False, True):
+        lw = make_layer(70, 53, "row", requant, None, gelu=layer_gelu, seed=4)
+        calibrating = target.calibrator()
+        handle = calibrating.prepare(lw)
+        calibrating.calibrate(handle, x, input_scale=scale)
+        lw.shift = shift
+        taken = target.prepare_calibrated(lw, handle)
+        assert handle.packed is None and taken.packed.shift == shift
+        fresh = target.prepare(lw)
+        assert taken.gelu_after == fresh.gelu_after
+        want = target.run(fresh, x, RunStats(), input_scale=scale)
+        assert torch.equal(target.run(taken, x, RunStats(), input_scale=scale), want)
+    other = "avx2" if isa != "avx2" else "scalar"                  # packed for another path
+    if FEATURES.get(other):
+        lw = make_layer(70, 53, "row", "int16", None, seed=4)
+        elsewhere = customcpu.CustomCPUBackend()
+        elsewhere.set_isa(other)
+        handle = elsewhere.prepare(lw)
+        assert target.prepare_calibrated(lw, handle).packed.isa == isa and handle.packed is not None
+
+
+def test_set_epilogue_is_checked():
+    packed = backend.prepare(make_layer(16, 8, "row", "int16", 3)).packed
+    with pytest.raises(ValueError, match="0..16"):
+        packed.set_epilogue(17, False)
+    packed = backend.prepare(make_layer(16, 8, "row", "int32", None)).packed
+    with pytest.raises(ValueError, match="int32"):
+        packed.set_epilogue(4, False)
+
+
 def test_other_targets_calibrate_on_the_reference():
     assert reference.calibrator() is reference
     assert reference.configure(gelu="native").calibrator() is reference
@@ -208,6 +247,23 @@ def on_the_reference(monkeypatch):
 
 
 @pytest.fixture
+def packs(monkeypatch):
+    """Counts the native packs of customcpu (each layer's int8 weights laid out for a path)."""
+    real, seen = customcpu.native(), []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def pack(self, *args):
+            seen.append(1)
+            return real.pack(*args)
+    counting = Counting()
+    monkeypatch.setattr(customcpu, "native", lambda: counting)
+    return seen
+
+
+@pytest.fixture
 def calibrations(monkeypatch):
     """Counts calibrate calls per backend name."""
     seen = []
@@ -234,7 +290,7 @@ def assert_same_nodes(native_nodes, reference_nodes):
 @pytest.mark.parametrize("isa", ALL_ISAS)
 @pytest.mark.parametrize("spec", ["default", "weights=tensor,acts=tensor,smooth=0.5",
                                   "acts=row,requant=int32,smooth=0.3", "channel-row"])
-def test_small_model_calibrates_as_on_the_reference(forced, on_the_reference, calibrations,
+def test_small_model_calibrates_as_on_the_reference(forced, on_the_reference, calibrations, packs,
                                                     isa, spec):
     forced(isa)
     spec = QuantSpec.parse(spec)
@@ -247,6 +303,7 @@ def test_small_model_calibrates_as_on_the_reference(forced, on_the_reference, ca
         return m, quantize_model(m, "int", target, spec, lambda m: m(*calib), fuse_gelu=True)
     native_model, native_nodes = prepare()
     native_calls = len(calibrations)
+    assert len(packs) == len(native_nodes)                  # calibrated or not: each layer once
     reference_model, reference_nodes = on_the_reference(prepare)
     if spec.calibrated:
         assert set(calibrations[:native_calls]) == {"customcpu"}

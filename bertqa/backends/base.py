@@ -112,6 +112,12 @@ class LinearBackend:
         Only backends that some `calibrator()` returns implement it."""
         raise NotImplementedError(f"backend {self.name!r} does not calibrate; its calibrator() does")
 
+    def prepare_calibrated(self, lw: LinearWeights, calibration_handle):
+        """prepare(lw) once calibration has set lw.shift. calibration_handle is lw's handle from
+        this backend's calibrator(), not used again: a backend may take over what it packed there
+        instead of packing anew (customcpu does). The base prepares anew."""
+        return self.prepare(lw)
+
     def flush(self, items: list) -> None:
         """For [(handle, stats), ...] of this backend's layers: move counters kept on the device
         (saturations, non-finite flags) into stats, raising NonFiniteActivationError for a layer

@@ -10,7 +10,8 @@ through optional attributes.
 Calibrating the int16 shifts (quantize_model): every node is built on its target backend's
 `calibrator()` -- customcpu's native kernel for customcpu, the reference for the other targets
 -- with the worst-case shift, and records the largest |acc| of its exact int32 accumulators
-while `calibrate` runs; each shift then comes from that peak and the node moves to the target.
+while `calibrate` runs; each shift then comes from that peak and the node moves to the target
+(customcpu keeps the weights it packed for calibration: `prepare_calibrated`).
 Every calibrator gives the reference's y and max |acc| bit for bit (torch's GELU included), so
 the shifts do not depend on which one ran.
 """
@@ -48,9 +49,12 @@ class CustomLinear(nn.Module):
         self.register_buffer("input_scale", None)
         self.set_backend(backend)
 
-    def set_backend(self, backend) -> None:
+    def set_backend(self, backend, calibration_handle=None) -> None:
+        """Prepare the node on `backend`; after calibration, with the handle it calibrated on,
+        which `backend` may take over (LinearBackend.prepare_calibrated)."""
         self.backend = backend
-        self.handle = backend.prepare(self.lw)
+        self.handle = backend.prepare(self.lw) if calibration_handle is None else \
+            backend.prepare_calibrated(self.lw, calibration_handle)
 
     def extra_repr(self) -> str:
         text = f"{self.lw.name}: K={self.in_features}, N={self.out_features}, backend={self.backend.name}"
@@ -208,7 +212,7 @@ class QuantPlan:
             if self.calibrate_shifts:
                 node.lw.shift = ref.shift_for_max_acc(node.max_abs_acc, margin_bits)
                 node.max_abs_acc = None
-                node.set_backend(self.target)
+                node.set_backend(self.target, calibration_handle=node.handle)
             node.stats.reset()
 
 
