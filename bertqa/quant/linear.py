@@ -98,8 +98,9 @@ class QLinear(CustomLinear):
 
 
 def worst_case_shift(wq: torch.Tensor) -> int:
-    """A shift that can never saturate: |acc| <= 127 * max_n sum_k |wq[n, k]|."""
-    bound = 127 * int(wq.to(torch.int64).abs().sum(dim=1).max()) if wq.numel() else 0
+    """A shift that can never saturate: |acc| <= 127 * max_n sum_k |wq[n, k]|. (|wq| <= 127 is
+    exact in int8, and a row sums to at most 127 * K < 2^31 in int32: no int64 copy of wq.)"""
+    bound = 127 * int(wq.abs().sum(dim=1, dtype=torch.int32).max()) if wq.numel() else 0
     return ref.shift_for_max_acc(bound, margin_bits=0)
 
 
