@@ -106,9 +106,10 @@ TARGET_AVX2 void quantize_row_i16_avx2(const float* x, const float* scale, int64
   else quantize_row_i16_avx2_t<false>(x, scale, K, inv, dst);
 }
 
-// SPEC steps 4-5 (+ GELU) for a rows x (8 * vecs) tile of exact accumulators (row stride kNR).
+// SPEC steps 4-5 (+ GELU) for a rows x (8 * vecs) tile of exact accumulators (row stride kNR);
+// with track_max_abs_acc also max |acc| over the valid lanes (calibration).
 TARGET_AVX2 void epilogue_avx2(const GemmCall& c, int64_t m0, int rows, int64_t n0, int vecs,
-                               const int32_t* tile, int64_t* saturated) {
+                               const int32_t* tile, GemmCounts* counts) {
   const PackedLinear& W = *c.W;
   const int64_t N = W.N;
   const __m256i half = _mm256_set1_epi32(W.shift ? 1 << (W.shift - 1) : 0);
@@ -116,6 +117,7 @@ TARGET_AVX2 void epilogue_avx2(const GemmCall& c, int64_t m0, int rows, int64_t 
   const __m256i qmin = _mm256_set1_epi32(kInt16Min), qmax = _mm256_set1_epi32(kInt16Max);
   const __m256 pow2_shift = _mm256_set1_ps(float(1 << W.shift));
   int64_t sat = 0;
+  __m256i peak = _mm256_setzero_si256();
   for (int v = 0; v < vecs; ++v) {
     const int64_t n = n0 + 8 * v;
     const __m256i valid = tail_mask8(N - n);
@@ -124,6 +126,8 @@ TARGET_AVX2 void epilogue_avx2(const GemmCall& c, int64_t m0, int rows, int64_t 
       const int64_t m = m0 + r;
       __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + r * kNR + 8 * v));
       if (c.dbg_acc) _mm256_maskstore_epi32(c.dbg_acc + m * N + n, valid, q);
+      if (c.track_max_abs_acc)
+        peak = _mm256_max_epi32(peak, _mm256_and_si256(_mm256_abs_epi32(q), valid));
       if (W.requant_i16) {
         q = _mm256_sra_epi32(_mm256_add_epi32(q, half), count);
         const __m256i out = _mm256_and_si256(
@@ -138,13 +142,18 @@ TARGET_AVX2 void epilogue_avx2(const GemmCall& c, int64_t m0, int rows, int64_t 
       _mm256_maskstore_ps(c.y + m * N + n, valid, y);
     }
   }
-  *saturated += sat;
+  counts->saturated += sat;
+  if (c.track_max_abs_acc) {
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), peak);
+    for (int32_t a : lanes) counts->max_abs_acc = a > counts->max_abs_acc ? a : counts->max_abs_acc;
+  }
 }
 
 // Accumulators in registers over the whole K, then through a stack tile to the epilogue (see
 // gemm_avx512vnni.cpp for why, and for the `#pragma GCC unroll`).
 template <int MR, int NV>
-TARGET_AVX2 void microtile_avx2(const GemmCall& c, int64_t m0, int64_t panel, int64_t* saturated) {
+TARGET_AVX2 void microtile_avx2(const GemmCall& c, int64_t m0, int64_t panel, GemmCounts* counts) {
   const PackedLinear& W = *c.W;
   const int64_t pairs = W.Kp / 2;
   const uint8_t* a = c.A + m0 * c.lda;
@@ -175,29 +184,30 @@ TARGET_AVX2 void microtile_avx2(const GemmCall& c, int64_t m0, int64_t panel, in
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v)
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile + r * kNR + 8 * v), acc[r][v]);
-  epilogue_avx2(c, m0, MR, panel * kNR, NV, tile, saturated);
+  epilogue_avx2(c, m0, MR, panel * kNR, NV, tile, counts);
 }
 
-using MicrotileFn = void (*)(const GemmCall&, int64_t, int64_t, int64_t*);
+using MicrotileFn = void (*)(const GemmCall&, int64_t, int64_t, GemmCounts*);
 
 #define BERTQA_ROWS(NV) \
   {microtile_avx2<1, NV>, microtile_avx2<2, NV>, microtile_avx2<3, NV>, microtile_avx2<4, NV>}
 const MicrotileFn kMicrotiles[kNV][kMR] = {BERTQA_ROWS(1), BERTQA_ROWS(2)};
 #undef BERTQA_ROWS
 
-int64_t gemm_avx2(const GemmCall& c, int nthreads) {
+GemmCounts gemm_avx2(const GemmCall& c, int nthreads) {
   const int64_t N = c.W->N;
   const int64_t row_blocks = (c.M + kMR - 1) / kMR, panels = (N + kNR - 1) / kNR;
-  int64_t begin, end, saturated = 0;
+  int64_t begin, end;
+  GemmCounts counts;
   while (claim_tiles(c, row_blocks * panels, nthreads, &begin, &end)) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t panel = t / row_blocks, m0 = (t % row_blocks) * kMR;
       const int64_t rows = c.M - m0 < kMR ? c.M - m0 : kMR;
       const int64_t cols = N - panel * kNR, vecs = cols >= kNR ? kNV : (cols + 7) / 8;
-      kMicrotiles[vecs - 1][rows - 1](c, m0, panel, &saturated);
+      kMicrotiles[vecs - 1][rows - 1](c, m0, panel, &counts);
     }
   }
-  return saturated;
+  return counts;
 }
 
 }  // namespace

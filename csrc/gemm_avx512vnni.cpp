@@ -118,9 +118,10 @@ TARGET_VNNI void quantize_row_u8_avx512(const float* x, const float* scale, int6
 }
 
 // SPEC steps 4-5 (+ GELU) for a rows x (16 * vecs) tile of exact accumulators `tile` (row
-// stride kNR), stored into y with the N tail masked off.
+// stride kNR), stored into y with the N tail masked off; with track_max_abs_acc also max |acc|
+// over the valid lanes, after the compensation (calibration).
 TARGET_VNNI void epilogue_vnni(const GemmCall& c, int64_t m0, int rows, int64_t n0, int vecs,
-                               const int32_t* tile, int64_t* saturated) {
+                               const int32_t* tile, GemmCounts* counts) {
   const PackedLinear& W = *c.W;
   const int64_t N = W.N;
   const __m512i half = _mm512_set1_epi32(W.shift ? 1 << (W.shift - 1) : 0);
@@ -128,6 +129,7 @@ TARGET_VNNI void epilogue_vnni(const GemmCall& c, int64_t m0, int rows, int64_t 
   const __m512i qmin = _mm512_set1_epi32(kInt16Min), qmax = _mm512_set1_epi32(kInt16Max);
   const __m512 pow2_shift = _mm512_set1_ps(float(1 << W.shift));
   int64_t sat = 0;
+  __m512i peak = _mm512_setzero_si512();
   for (int v = 0; v < vecs; ++v) {
     const int64_t n = n0 + 16 * v, left = N - n;
     const __mmask16 valid = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
@@ -137,6 +139,7 @@ TARGET_VNNI void epilogue_vnni(const GemmCall& c, int64_t m0, int rows, int64_t 
       const int64_t m = m0 + r;
       __m512i q = _mm512_sub_epi32(_mm512_load_si512(tile + r * kNR + 16 * v), comp);
       if (c.dbg_acc) _mm512_mask_storeu_epi32(c.dbg_acc + m * N + n, valid, q);
+      if (c.track_max_abs_acc) peak = _mm512_mask_max_epi32(peak, valid, peak, _mm512_abs_epi32(q));
       if (W.requant_i16) {
         q = _mm512_sra_epi32(_mm512_add_epi32(q, half), count);
         const __mmask16 out = _mm512_cmpgt_epi32_mask(q, qmax) | _mm512_cmplt_epi32_mask(q, qmin);
@@ -150,7 +153,11 @@ TARGET_VNNI void epilogue_vnni(const GemmCall& c, int64_t m0, int rows, int64_t 
       _mm512_mask_storeu_ps(c.y + m * N + n, valid, y);
     }
   }
-  *saturated += sat;
+  counts->saturated += sat;
+  if (c.track_max_abs_acc) {
+    const int32_t a = _mm512_reduce_max_epi32(peak);
+    counts->max_abs_acc = a > counts->max_abs_acc ? a : counts->max_abs_acc;
+  }
 }
 
 // The accumulators of one microtile live in registers over the whole K, then go through a small
@@ -158,7 +165,7 @@ TARGET_VNNI void epilogue_vnni(const GemmCall& c, int64_t m0, int rows, int64_t 
 // them on every k-group. `#pragma GCC unroll`: likewise, without it GCC scalarizes the arrays of
 // vectors too late and keeps them in memory.
 template <int MR, int NV>
-TARGET_VNNI void microtile_vnni(const GemmCall& c, int64_t m0, int64_t panel, int64_t* saturated) {
+TARGET_VNNI void microtile_vnni(const GemmCall& c, int64_t m0, int64_t panel, GemmCounts* counts) {
   const PackedLinear& W = *c.W;
   const int64_t groups = W.Kp / 4;
   const uint8_t* a = c.A + m0 * c.lda;
@@ -186,10 +193,10 @@ TARGET_VNNI void microtile_vnni(const GemmCall& c, int64_t m0, int64_t panel, in
   for (int r = 0; r < MR; ++r)
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) _mm512_store_si512(tile + r * kNR + 16 * v, acc[r][v]);
-  epilogue_vnni(c, m0, MR, panel * kNR, NV, tile, saturated);
+  epilogue_vnni(c, m0, MR, panel * kNR, NV, tile, counts);
 }
 
-using MicrotileFn = void (*)(const GemmCall&, int64_t, int64_t, int64_t*);
+using MicrotileFn = void (*)(const GemmCall&, int64_t, int64_t, GemmCounts*);
 
 #define BERTQA_ROWS(NV) \
   {microtile_vnni<1, NV>, microtile_vnni<2, NV>, microtile_vnni<3, NV>, microtile_vnni<4, NV>, \
@@ -200,19 +207,20 @@ const MicrotileFn kMicrotiles[kNV][kMR] = {BERTQA_ROWS(1), BERTQA_ROWS(2), BERTQ
 
 // Tiles in panel-major order (one panel's weights stay in L2 across its row blocks), claimed
 // in chunks of consecutive tiles (claim_tiles).
-int64_t gemm_vnni(const GemmCall& c, int nthreads) {
+GemmCounts gemm_vnni(const GemmCall& c, int nthreads) {
   const int64_t N = c.W->N;
   const int64_t row_blocks = (c.M + kMR - 1) / kMR, panels = (N + kNR - 1) / kNR;
-  int64_t begin, end, saturated = 0;
+  int64_t begin, end;
+  GemmCounts counts;
   while (claim_tiles(c, row_blocks * panels, nthreads, &begin, &end)) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t panel = t / row_blocks, m0 = (t % row_blocks) * kMR;
       const int64_t rows = c.M - m0 < kMR ? c.M - m0 : kMR;
       const int64_t cols = N - panel * kNR, vecs = cols >= kNR ? kNV : (cols + 15) / 16;
-      kMicrotiles[vecs - 1][rows - 1](c, m0, panel, &saturated);
+      kMicrotiles[vecs - 1][rows - 1](c, m0, panel, &counts);
     }
   }
-  return saturated;
+  return counts;
 }
 
 }  // namespace

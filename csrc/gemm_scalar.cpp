@@ -44,12 +44,13 @@ void quantize_row_scalar(const float* x, const float* scale, int64_t K, int64_t 
   for (int64_t k = K; k < Kp; ++k) xq[k] = 0;
 }
 
-int64_t gemm_scalar(const GemmCall& c, int nthreads) {
+GemmCounts gemm_scalar(const GemmCall& c, int nthreads) {
   const PackedLinear& W = *c.W;
   const int64_t K = W.K, N = W.N;
   const int64_t blocks_per_row = (N + kColumnBlock - 1) / kColumnBlock;
   const float pow2_shift = float(int64_t(1) << W.shift);
-  int64_t begin, end, saturated = 0;
+  int64_t begin, end;
+  GemmCounts counts;
   while (claim_tiles(c, c.M * blocks_per_row, nthreads, &begin, &end)) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t m = t / blocks_per_row, n0 = (t % blocks_per_row) * kColumnBlock;
@@ -59,7 +60,11 @@ int64_t gemm_scalar(const GemmCall& c, int nthreads) {
         const int8_t* w = W.packed.data() + n * K;
         int32_t acc = 0;
         for (int64_t k = 0; k < K; ++k) acc += int32_t(xq[k]) * int32_t(w[k]);
-        const int32_t q = W.requant_i16 ? requantize_i16(acc, W.shift, &saturated) : acc;
+        if (c.track_max_abs_acc) {
+          const int32_t a = acc < 0 ? -acc : acc;
+          counts.max_abs_acc = a > counts.max_abs_acc ? a : counts.max_abs_acc;
+        }
+        const int32_t q = W.requant_i16 ? requantize_i16(acc, W.shift, &counts.saturated) : acc;
         if (c.dbg_acc) c.dbg_acc[m * N + n] = acc;
         if (c.dbg_q) c.dbg_q[m * N + n] = q;
         const float mult = (c.sx[m] * W.sw.data()[n]) * pow2_shift;
@@ -68,7 +73,7 @@ int64_t gemm_scalar(const GemmCall& c, int nthreads) {
       }
     }
   }
-  return saturated;
+  return counts;
 }
 
 }  // namespace

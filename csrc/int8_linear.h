@@ -72,6 +72,18 @@ struct GemmCall {
   int32_t* dbg_acc;           // [M, N] or null: the exact accumulators (tests)
   int32_t* dbg_q;             // [M, N] or null: q after requantization (tests)
   std::atomic<int64_t>* next_tile;  // shared by the threads of one call, starts at 0
+  bool track_max_abs_acc;     // calibration: the epilogue also finds max |acc| (GemmCounts)
+};
+
+// What one thread's share of a GEMM counted in its epilogues.
+struct GemmCounts {
+  int64_t saturated = 0;      // elements clamped to int16 (SPEC step 4)
+  int32_t max_abs_acc = 0;    // with track_max_abs_acc: max |acc| over its tiles' valid elements
+                              // (|acc| <= K * 127 * 127 < 2^31: never INT32_MIN), else 0
+  void add(const GemmCounts& o) {
+    saturated += o.saturated;
+    max_abs_acc = o.max_abs_acc > max_abs_acc ? o.max_abs_acc : max_abs_acc;
+  }
 };
 
 struct IsaKernels {
@@ -91,8 +103,9 @@ struct IsaKernels {
   void (*quantize_row)(const float* x, const float* scale, int64_t K, int64_t Kp, float inv,
                        uint8_t* dst);
   // Called by each of the call's nthreads threads: runs the tiles of the GEMM and their fused
-  // epilogue that this thread claims (claim_tiles); returns the saturations it counted.
-  int64_t (*gemm)(const GemmCall& call, int nthreads);
+  // epilogue that this thread claims (claim_tiles); returns the saturations it counted and, with
+  // call.track_max_abs_acc, the largest |acc| it saw (from the exact int32 accumulators).
+  GemmCounts (*gemm)(const GemmCall& call, int nthreads);
 };
 
 extern const IsaKernels kScalarKernels;

@@ -7,6 +7,10 @@
 // dequantization y = q * ((sx * sw) * 2^s) + b, and optionally an exact (erf) GELU, all fused
 // into the GEMM's store. xq, acc and q are bit-exact with bertqa/quant/reference.py; y differs
 // by fp32 rounding only (the epilogue does not even fuse the multiply-add).
+// Calibration (PackedLinear.calibrate): the same call, also returning max |acc| over the call,
+// which the epilogues take from the exact int32 accumulators as they requantize them (no [M, N]
+// array of accumulators is stored), so that the int16 shifts of a customcpu model are calibrated
+// on this kernel rather than on the much slower reference (bertqa/quant/linear.py).
 //
 // How it is built: `pip install .` (setup.py: a pybind11 extension over NumPy buffers, no
 // PyTorch headers or libraries; -fopenmp links libgomp, which resolves to the libgomp that
@@ -117,6 +121,16 @@ std::unique_ptr<PackedLinear> pack(Int8Array wq, FloatArray sw, py::object bias,
   return W;
 }
 
+// After calibration: the layer's calibrated shift and its GELU, in place of those it was packed
+// with (the worst-case shift, no fused GELU), so that the packed weights are not packed again.
+// The result is what pack() with these arguments gives. Not while a call runs on W.
+void set_epilogue(PackedLinear& W, int shift, bool gelu) {
+  if (shift < 0 || shift > 16) throw std::invalid_argument("shift must be in 0..16");
+  if (!W.requant_i16 && shift != 0) throw std::invalid_argument("int32 mode has shift 0");
+  W.shift = shift;
+  W.gelu = gelu;
+}
+
 int64_t check_x(const PackedLinear& W, const FloatArray& x) {
   if (x.ndim() != 2 || x.shape(1) != W.K)
     throw std::invalid_argument("x must be [M, " + std::to_string(W.K) + "] fp32 C-contiguous");
@@ -149,6 +163,22 @@ py::tuple run(const PackedLinear& W, FloatArray x, FloatArray y,
   }
   return py::make_tuple(r.saturated, nonfinite_name(r.nonfinite), r.seconds_quantize,
                         r.seconds_gemm);
+}
+
+// Calibration: run() that also returns the largest |acc| of the call's exact int32 accumulators:
+// (max_abs_acc, saturated, "" | "NaN" | "Inf"). y is exactly what run() would store.
+py::tuple calibrate(const PackedLinear& W, FloatArray x, FloatArray y,
+                    std::optional<FloatArray> input_scale) {
+  const int64_t M = check_x(W, x);
+  const float* scale = check_scale(W, input_scale);
+  if (y.ndim() != 2 || y.shape(0) != M || y.shape(1) != W.N || !y.writeable())
+    throw std::invalid_argument("y must be a writable [M, N] fp32 C-contiguous array");
+  RunResult r;
+  {
+    py::gil_scoped_release release;
+    r = run_linear(W, x.data(), scale, M, y.mutable_data(), {}, false, true);
+  }
+  return py::make_tuple(r.max_abs_acc, r.saturated, nonfinite_name(r.nonfinite));
 }
 
 // Benchmarks: run(), timed by the wall clock and by the threads' CPU time without barrier waits
@@ -209,6 +239,9 @@ PYBIND11_MODULE(_native, m) {
       .def_readonly("path", &PackedLinear::path)
       .def_property_readonly("isa", [](const PackedLinear& W) { return std::string(W.kern->name); })
       .def("run", &run, py::arg("x").noconvert(), py::arg("y").noconvert(),
+           py::arg("input_scale").noconvert() = py::none())
+      .def("set_epilogue", &set_epilogue, py::arg("shift"), py::arg("gelu"))
+      .def("calibrate", &calibrate, py::arg("x").noconvert(), py::arg("y").noconvert(),
            py::arg("input_scale").noconvert() = py::none())
       .def("run_debug", &run_debug, py::arg("x").noconvert(),
            py::arg("input_scale").noconvert() = py::none())

@@ -5,7 +5,8 @@
 // fused into both passes over the row (one fp32 multiply each time, so the same v bit for bit;
 // nothing is written back). On one core for [384, 4096] (avx512vnni) that added ~0.1-0.15 ms to
 // the quantize phase, where torch's separate multiply (a full extra pass over [M, K] in memory)
-// cost ~0.65 ms.
+// cost ~0.65 ms. For calibration (track_max_abs_acc) each thread's epilogues also keep the
+// largest |acc| they saw, combined once per thread at the end of the call.
 #include "int8_linear_runtime.h"
 
 #include <dlfcn.h>
@@ -70,7 +71,7 @@ int threads_for(int64_t macs) {
 }  // namespace
 
 RunResult run_linear(const PackedLinear& W, const float* x, const float* input_scale, int64_t M,
-                     float* y, const DebugOut& dbg, bool profile) {
+                     float* y, const DebugOut& dbg, bool profile, bool track_max_abs_acc) {
   RunResult res;
   if (M == 0) return res;
   const IsaKernels& kern = *W.kern;
@@ -89,9 +90,9 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
   uint32_t* const amax_bits = amax_buffer.data();
   float* const sx = scale_buffer.data();
   std::atomic<int64_t> next_tile{0};
-  GemmCall call{&W, acts, lda, M, sx, y, dbg.acc, dbg.q, &next_tile};
+  GemmCall call{&W, acts, lda, M, sx, y, dbg.acc, dbg.q, &next_tile, track_max_abs_acc};
   const int nthreads = threads_for(M * K * W.N);
-  int64_t saturated = 0;
+  GemmCounts counts;
   uint32_t worst = 0;
   double busy_seconds = 0;
   const double t0 = now();
@@ -132,10 +133,10 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
 #pragma omp single nowait  // the first thread past the barrier: the GEMM starts
       t1 = now();
       c0 = profile ? thread_cpu_seconds() : 0;
-      const int64_t s = kern.gemm(call, omp_get_num_threads());
+      const GemmCounts mine = kern.gemm(call, omp_get_num_threads());
       if (profile) busy += thread_cpu_seconds() - c0;
-#pragma omp atomic
-      saturated += s;
+#pragma omp critical(bertqa_gemm_counts)
+      counts.add(mine);
     }
 #pragma omp atomic
     busy_seconds += busy;
@@ -144,7 +145,8 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
   }
   const int nonfinite = worst > 0x7f800000u ? 2 : worst == 0x7f800000u ? 1 : 0;
   res.nonfinite = nonfinite;
-  res.saturated = saturated;
+  res.saturated = counts.saturated;
+  res.max_abs_acc = counts.max_abs_acc;
   res.seconds_quantize = t1 - t0;
   res.seconds_gemm = now() - t1;
   res.busy_seconds = busy_seconds;

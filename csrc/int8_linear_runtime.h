@@ -21,6 +21,7 @@ struct RunResult {
   double seconds_quantize = 0, seconds_gemm = 0;   // wall clock
   double busy_seconds = 0;    // with profile: CPU seconds of all threads, barrier waits excluded
   int threads = 1;
+  int64_t max_abs_acc = 0;    // with track_max_abs_acc: max |acc| over the call (0 for M == 0)
 };
 
 struct DebugOut {             // all null, or [M, N] acc, [M, N] q, [M, K] xq, [M] sx
@@ -32,9 +33,12 @@ struct DebugOut {             // all null, or [M, N] acc, [M, N] q, [M, K] xq, [
 
 // x: [M, K] fp32; input_scale: null, or [K] fp32 that x is multiplied by per channel (the
 // smoothing of bertqa/quant/smooth.py) before step 2, fused: the result is bit for bit that of
-// x * input_scale (one fp32 multiply) passed as x. y: [M, N] fp32.
+// x * input_scale (one fp32 multiply) passed as x. y: [M, N] fp32. track_max_abs_acc: also
+// RunResult::max_abs_acc, the largest |acc| of the exact int32 accumulators (the calibration of
+// the int16 shift, bertqa/quant/linear.py), found in the epilogues without storing acc.
 RunResult run_linear(const PackedLinear& W, const float* x, const float* input_scale, int64_t M,
-                     float* y, const DebugOut& dbg, bool profile = false);
+                     float* y, const DebugOut& dbg, bool profile = false,
+                     bool track_max_abs_acc = false);
 
 std::map<std::string, bool> cpu_features();
 bool cpu_supports_isa(const std::string& isa);

@@ -219,7 +219,7 @@ def test_other_backends_still_get_the_product(monkeypatch):
 
 def test_calibration_sees_the_scaled_input():
     node = smoothed_node()
-    node.max_abs_acc = 0                    # calibrating: the reference arithmetic, recording
+    node.max_abs_acc = 0                    # calibrating (natively here), recording max|acc|
     x = make_x_scale(6, 40, seed=2)[0]
     y = node(x)
     want, p = ref.int8_linear(x * node.input_scale, node.lw.wq, node.lw.sw, node.lw.bias,

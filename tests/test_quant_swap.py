@@ -51,6 +51,19 @@ def test_custom_fp_nodes_compute_the_same_as_the_model():
     assert torch.allclose(s0, s1, atol=1e-5) and torch.allclose(e0, e1, atol=1e-5)
 
 
+def test_worst_case_shift_bounds_every_accumulator():
+    """The shift a node calibrates with: the smallest that fits 127 * max_n sum_k |wq[n, k]|."""
+    from bertqa.quant.linear import worst_case_shift
+    g = torch.Generator().manual_seed(0)
+    for n, k in [(1, 1), (3, 5), (64, 4096), (0, 5)]:
+        wq = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+        bound = 127 * int(wq.to(torch.int64).abs().sum(dim=1).max()) if wq.numel() else 0
+        assert worst_case_shift(wq) == ref.shift_for_max_acc(bound, margin_bits=0)
+    wq = torch.full((2, 2000), -127, dtype=torch.int8)          # 127 * 127 * 2000 needs s = 10
+    assert worst_case_shift(wq) == ref.shift_for_max_acc(127 * 127 * 2000, 0) == 10
+    assert worst_case_shift(torch.full((1, 133000), -127, dtype=torch.int8)) == 16
+
+
 def test_calibration_sets_the_smallest_fitting_shift_plus_margin():
     model = random_model(TINY)
     seen = {}

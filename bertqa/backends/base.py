@@ -5,6 +5,10 @@ already quantized by the reference (SPEC-quant section 1, so every backend start
 integers), packs them once in `prepare`, and maps activations x: [M, K] fp32 to y: [M, N] fp32
 in `run`. `available()` says whether it can run on this machine and why not; `supports()` says
 which shapes its fast path takes, so that callers can fall back instead of crashing.
+
+Calibration of the int16 shifts (bertqa.quant.linear.quantize_model) runs the model once with
+every node on its target's `calibrator()`, whose `calibrate` returns y and the call's max |acc|:
+the reference by default, customcpu's own native kernel for customcpu (bit-exact with it).
 """
 from __future__ import annotations
 
@@ -90,6 +94,29 @@ class LinearBackend:
         Adds saturations to stats.saturated (or keeps them for `flush`). A backend with
         `fuses_input_scale` also takes the keyword input_scale (see there)."""
         raise NotImplementedError
+
+    def calibrator(self) -> "LinearBackend":
+        """The backend that runs the calibration forward of int8 nodes that end on this one (with
+        its `calibrate`): by default the reference (cpu-reference). One that overrides it must give
+        exactly the reference's y and max |acc|, so that calibration decides the same shifts."""
+        from bertqa.backends import get_backend          # the registry imports this module
+        return get_backend("cpu-reference")
+
+    def calibrate(self, handle, x: torch.Tensor,
+                  input_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """Calibration, for a precision 'int' handle: x: [M, K] fp32 -> (y [M, N], max |acc|), the
+        int of the largest |acc| of the call's exact int32 accumulators (SPEC step 3; 0 for M = 0).
+        y is SPEC steps 2-5 at the handle's current shift, then torch's GELU for lw.gelu, bit for
+        bit the reference's (whatever GELU the backend applies in `run`). A backend with
+        `fuses_input_scale` also takes input_scale, as in `run`. Saturations are not counted.
+        Only backends that some `calibrator()` returns implement it."""
+        raise NotImplementedError(f"backend {self.name!r} does not calibrate; its calibrator() does")
+
+    def prepare_calibrated(self, lw: LinearWeights, calibration_handle):
+        """prepare(lw) once calibration has set lw.shift. calibration_handle is lw's handle from
+        this backend's calibrator(), not used again: a backend may take over what it packed there
+        instead of packing anew (customcpu does). The base prepares anew."""
+        return self.prepare(lw)
 
     def flush(self, items: list) -> None:
         """For [(handle, stats), ...] of this backend's layers: move counters kept on the device

@@ -3,7 +3,9 @@
 Slow and obviously right: it is the oracle the other backends are tested against, and what
 `customcpu int` falls back to where the native kernel is not built. GELU (outside SPEC-quant):
 torch's, or with configure(gelu='native') the native epilogue's (customcpu.native_gelu), which
-the int8 targets choose with their native host kernels.
+the int8 targets choose with their native host kernels. `calibrate` is the calibration forward
+for every target but customcpu (LinearBackend.calibrator): the reference's y, then torch's GELU,
+and the max |acc| of its exact accumulators.
 """
 from __future__ import annotations
 
@@ -43,3 +45,10 @@ class ReferenceBackend(LinearBackend):
         if lw.gelu:
             y = torch.nn.functional.gelu(y) if lw.precision == "fp" else apply_gelu(y, self.gelu)
         return y
+
+    def calibrate(self, lw: LinearWeights, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        y, parts = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, lw.spec.acts,
+                                   lw.spec.requant, lw.name)
+        acc = parts["acc"]
+        max_abs_acc = int(acc.abs().max()) if acc.numel() else 0
+        return (torch.nn.functional.gelu(y) if lw.gelu else y), max_abs_acc

@@ -6,6 +6,14 @@ torch before the call, or inside the call for a backend with `fuses_input_scale`
 which then gets the scale with every call. This module knows nothing of BERT: a model says which
 Linear layers are fused projections (`quant_groups`) or may absorb their GELU (`gelu_fusions`)
 through optional attributes.
+
+Calibrating the int16 shifts (quantize_model): every node is built on its target backend's
+`calibrator()` -- customcpu's native kernel for customcpu, the reference for the other targets
+-- with the worst-case shift, and records the largest |acc| of its exact int32 accumulators
+while `calibrate` runs; each shift then comes from that peak and the node moves to the target
+(customcpu keeps the weights it packed for calibration: `prepare_calibrated`).
+Every calibrator gives the reference's y and max |acc| bit for bit (torch's GELU included), so
+the shifts do not depend on which one ran.
 """
 from __future__ import annotations
 
@@ -41,9 +49,12 @@ class CustomLinear(nn.Module):
         self.register_buffer("input_scale", None)
         self.set_backend(backend)
 
-    def set_backend(self, backend) -> None:
+    def set_backend(self, backend, calibration_handle=None) -> None:
+        """Prepare the node on `backend`; after calibration, with the handle it calibrated on,
+        which `backend` may take over (LinearBackend.prepare_calibrated)."""
         self.backend = backend
-        self.handle = backend.prepare(self.lw)
+        self.handle = backend.prepare(self.lw) if calibration_handle is None else \
+            backend.prepare_calibrated(self.lw, calibration_handle)
 
     def extra_repr(self) -> str:
         text = f"{self.lw.name}: K={self.in_features}, N={self.out_features}, backend={self.backend.name}"
@@ -58,30 +69,28 @@ class CustomLinear(nn.Module):
         if x2.dtype not in self.backend.input_dtypes:
             x2 = x2.to(torch.float32)
         scale = self.input_scale
-        # the backend multiplies, bit for bit as torch would (calibration runs the reference)
-        fused = scale is not None and self.max_abs_acc is None and self.backend.fuses_input_scale
+        # the backend multiplies, bit for bit as torch would (also when it calibrates)
+        fused = scale is not None and self.backend.fuses_input_scale
         if scale is not None and not fused:
             x2 = x2 * scale.to(dtype=x2.dtype)
         x2 = x2.contiguous()
+        scale_arg = {"input_scale": scale} if fused else {}
         t0 = time.perf_counter()
         if self.max_abs_acc is not None:
-            y = self._calibration_forward(x2)
-        elif fused:
-            y = self.backend.run(self.handle, x2, self.stats, input_scale=scale)   # [M, N]
+            y = self._calibration_forward(x2, **scale_arg)
         else:
-            y = self.backend.run(self.handle, x2, self.stats)          # [M, N]
+            y = self.backend.run(self.handle, x2, self.stats, **scale_arg)   # [M, N]
         self.stats.seconds += time.perf_counter() - t0
         self.stats.calls += 1
         self.stats.elements += y.numel()
         return y.to(x.dtype).reshape(*lead, self.out_features)       # the dtype the node got
 
-    def _calibration_forward(self, x2: torch.Tensor) -> torch.Tensor:
-        """The reference arithmetic (what backend 'cpu-reference' computes), recording max|acc|."""
-        lw = self.lw
-        y, parts = ref.int8_linear(x2, lw.wq, lw.sw, lw.bias, lw.shift, lw.spec.acts, lw.spec.requant, lw.name)
-        acc = parts["acc"]
-        self.max_abs_acc = max(self.max_abs_acc, int(acc.abs().max()) if acc.numel() else 0)
-        return torch.nn.functional.gelu(y) if lw.gelu else y
+    def _calibration_forward(self, x2: torch.Tensor, **scale_arg) -> torch.Tensor:
+        """One call on a calibrating backend (LinearBackend.calibrate): the reference's y, torch's
+        GELU for lw.gelu, recording the largest |acc| seen so far in max_abs_acc."""
+        y, max_abs_acc = self.backend.calibrate(self.handle, x2, **scale_arg)
+        self.max_abs_acc = max(self.max_abs_acc, max_abs_acc)
+        return y
 
 
 class QLinear(CustomLinear):
@@ -89,8 +98,9 @@ class QLinear(CustomLinear):
 
 
 def worst_case_shift(wq: torch.Tensor) -> int:
-    """A shift that can never saturate: |acc| <= 127 * max_n sum_k |wq[n, k]|."""
-    bound = 127 * int(wq.to(torch.int64).abs().sum(dim=1).max()) if wq.numel() else 0
+    """A shift that can never saturate: |acc| <= 127 * max_n sum_k |wq[n, k]|. (|wq| <= 127 is
+    exact in int8, and a row sums to at most 127 * K < 2^31 in int32: no int64 copy of wq.)"""
+    bound = 127 * int(wq.abs().sum(dim=1, dtype=torch.int32).max()) if wq.numel() else 0
     return ref.shift_for_max_acc(bound, margin_bits=0)
 
 
@@ -160,6 +170,7 @@ class QuantPlan:
     fusions: dict                      # Linear -> the activation module it absorbs
     calibrate_shifts: bool             # int16 shifts from max|acc| on calibration inputs
     smooth: bool                       # activation smoothing from calibration inputs
+    calibrator: object = None          # the backend nodes calibrate on: target.calibrator()
 
     @classmethod
     def make(cls, model: nn.Module, precision: str, backend, spec: QuantSpec | None,
@@ -168,16 +179,18 @@ class QuantPlan:
         smooth = precision == "int" and spec.smooth is not None
         if smooth and calibrate is None:
             raise ValueError("QuantSpec.smooth needs calibration inputs (calibrate=...)")
-        return cls(precision, spec, get_backend(backend) if isinstance(backend, str) else backend,
+        target = get_backend(backend) if isinstance(backend, str) else backend
+        calibrate_shifts = precision == "int" and spec.calibrated and calibrate is not None
+        return cls(precision, spec, target,
                    getattr(model, "quant_groups", lambda: {})(),
                    getattr(model, "gelu_fusions", lambda: {})() if fuse_gelu else {},
-                   precision == "int" and spec.calibrated and calibrate is not None, smooth)
+                   calibrate_shifts, smooth, target.calibrator() if calibrate_shifts else None)
 
     def build_node(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None,
                    x_amax: torch.Tensor | None = None) -> CustomLinear:
         """The node for one Linear's fp32 weights. With smoothing, x_amax: [K] is its input's
         per-channel max|x|: the node holds W * s and multiplies its input by 1 / s. While shifts
-        are to be calibrated it runs on the reference and records max|acc|."""
+        are to be calibrated it runs on the calibrator (worst-case shift) and records max|acc|."""
         scale = None
         if self.smooth:
             assert x_amax is not None, f"{name}: smoothing needs the input's per-channel max|x|"
@@ -186,7 +199,7 @@ class QuantPlan:
         lw = linear_weights(weight, bias, self.spec, self.precision, name,
                             self.groups.get(name, 1), gelu=name in self.fusions)
         cls = QLinear if self.precision == "int" else CustomLinear
-        node = cls(lw, get_backend("cpu-reference") if self.calibrate_shifts else self.target)
+        node = cls(lw, self.calibrator if self.calibrate_shifts else self.target)
         node.input_scale = None if scale is None else (1.0 / scale).contiguous()
         node.max_abs_acc = 0 if self.calibrate_shifts else None
         return node
@@ -200,7 +213,7 @@ class QuantPlan:
             if self.calibrate_shifts:
                 node.lw.shift = ref.shift_for_max_acc(node.max_abs_acc, margin_bits)
                 node.max_abs_acc = None
-                node.set_backend(self.target)
+                node.set_backend(self.target, calibration_handle=node.handle)
             node.stats.reset()
 
 
@@ -210,7 +223,8 @@ def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | 
     """Swap every Linear of `model` for a custom node on `backend`, in place.
 
     For a calibrated int16 spec, `calibrate(model)` runs a few representative inputs through the
-    model while every node records its max |acc| (reference arithmetic, exact accumulators);
+    model while every node records its max |acc| (exact accumulators, on the backend's
+    calibrator(): the native kernel for customcpu, else the reference, with the same results);
     each layer's shift is then the smallest that fits that peak in int16, plus `margin_bits`.
     With smoothing, the per-channel input statistics come from `calibrate` run on the fp32
     model first. `fuse_gelu` lets layers named by the model's `gelu_fusions()` apply GELU

@@ -7,9 +7,10 @@ the fp32 tensors are dropped, so at most one layer's fp32 weights are alive at a
 
   no calibration      every pending layer is built in turn (read, quantize, backend.prepare).
   calibrated shifts   calibrate(model) runs once; each pending layer builds its node on its
-                      first call (on the reference, recording max|acc|, as quantize_model's
-                      nodes do) and hands that and every later call to it. Afterwards the
-                      shifts are set and every node moves to the target backend.
+                      first call (on the target's calibrator -- customcpu's native kernel, else
+                      the reference -- recording max|acc|, as quantize_model's nodes do) and
+                      hands that and every later call to it. Afterwards the shifts are set and
+                      every node moves to the target backend (with its calibrated shift).
   smoothing           before that, one more calibrate(model) with the pending layers computing
                       fp32 (x W^T + b, reading their weights on each call) and recording their
                       input's per-channel max|x|: the statistics quantize_model takes from the
