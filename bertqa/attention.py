@@ -33,8 +33,8 @@ NATIVE_NORM = "native add+LayerNorm"
 
 
 def _native():
-    from bertqa import _native
-    return _native
+    from bertqa.backends.customcpu import native
+    return native()
 
 
 def native_unavailable() -> str | None:

@@ -36,7 +36,7 @@ void attention(FloatArray qkv, py::object key_bias, int64_t batch, int64_t heads
     bias = kb.data();
   }
   py::gil_scoped_release release;
-  attention_bf16(qkv.data(), bias, batch, S, heads, d, scale, out.mutable_data(), get_threads());
+  attention_bf16(qkv.data(), bias, batch, S, heads, d, scale, out.mutable_data(), threads_now());
 }
 
 // out [M, N] <- LayerNorm(x + y) * gamma + beta; out may be x or y.
@@ -51,7 +51,7 @@ void add_norm(FloatArray x, FloatArray y, FloatArray gamma, FloatArray beta, flo
     throw std::invalid_argument("gamma and beta must be [" + std::to_string(N) + "] fp32");
   py::gil_scoped_release release;
   add_layer_norm(x.data(), y.data(), gamma.data(), beta.data(), eps, M, N, out.mutable_data(),
-                 get_threads(), portable);
+                 threads_now(), portable);
 }
 
 // y (any shape, C-contiguous fp32) <- gelu(y) as the `isa` path's epilogue computes it.
@@ -60,7 +60,7 @@ void gelu(FloatArray y, const std::string& isa) {
   float* data = y.mutable_data();
   const int64_t n = y.size();
   py::gil_scoped_release release;
-  gelu_inplace(data, n, isa, get_threads());
+  gelu_inplace(data, n, isa, threads_now());
 }
 
 }  // namespace

@@ -253,6 +253,23 @@ PYBIND11_MODULE(_native, m) {
   m.def("cpu_features", &cpu_features, "{'avx2': bool, 'avx512vnni': bool}: what this CPU runs.");
   m.def("set_threads", &set_threads, py::arg("n"), "Threads per call; 0 follows omp/torch.");
   m.def("get_threads", &get_threads);
+  m.def("threads_now", &threads_now, "The threads the kernels use now (1 during a contention episode).");
+  m.def(
+      "thread_guard",
+      [](py::object enable, double serial_for) {
+        const ThreadGuardState st =
+            thread_guard(enable.is_none() ? -1 : int(enable.cast<bool>()), serial_for);
+        py::dict out;
+        out["enabled"] = st.enabled;
+        out["serial_now"] = st.serial_now;
+        out["serial_episodes"] = st.serial_episodes;
+        return out;
+      },
+      py::arg("enable") = py::none(), py::arg("serial_for") = -1.0,
+      "The contention guard: enable it (True/False), force one thread for serial_for seconds "
+      "(0 ends an episode); returns {'enabled', 'serial_now', 'serial_episodes'}.");
+  m.def("region_contended", &region_contended, py::arg("wall"), py::arg("min_cpu"),
+        "Whether a region of `wall` seconds, whose least busy thread ran `min_cpu`, was contended.");
   m.def("openmp_runtime", &openmp_runtime, "The OpenMP library the module resolved, or why none.");
   m.def("measure_peak", &measure_peak, py::arg("isa") = "avx512vnni", py::arg("seconds") = 0.3,
         py::arg("threads") = 0, py::arg("cpu_time") = false,

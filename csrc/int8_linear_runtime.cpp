@@ -63,9 +63,29 @@ void activation_scale(uint32_t amax_bits, float* sx, float* inv) {
   }
 }
 
-int threads_for(int64_t macs) {
-  const int n = g_threads > 0 ? g_threads : omp_get_max_threads();
-  return macs < kSerialMacs ? 1 : n;
+// Contention guard. An OpenMP region ends when its last thread does: when another process holds
+// one of the cores, every region waits for the descheduled thread (a scheduler time slice, ms),
+// and a 2-thread forward runs several times slower than a 1-thread one (measured: bundled model,
+// one busy-looping process beside it, 55 vs 19 ms per question). So every kSampleEvery-th
+// multi-threaded Linear call compares each thread's CPU time in the region with the region's wall
+// time; when one thread lost more than kLostFraction of it, the native kernels run on one thread
+// for the next kSerialSeconds, then try again. Results never depend on the thread count.
+constexpr double kSerialSeconds = 0.2;
+constexpr double kMinJudgedSeconds = 2e-4;   // shorter regions: thread wake-up latency dominates
+constexpr double kLostFraction = 0.3;
+constexpr uint32_t kSampleEvery = 4;
+std::atomic<bool> g_guard{true};
+std::atomic<double> g_serial_until{0.0};
+std::atomic<int64_t> g_serial_episodes{0};
+std::atomic<uint32_t> g_region_counter{0};
+
+int threads_for(int64_t macs) { return macs < kSerialMacs ? 1 : threads_now(); }
+
+void note_region(double wall, double min_cpu) {
+  if (region_contended(wall, min_cpu)) {
+    g_serial_until.store(now() + kSerialSeconds, std::memory_order_relaxed);
+    g_serial_episodes.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace
@@ -92,6 +112,9 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
   std::atomic<int64_t> next_tile{0};
   GemmCall call{&W, acts, lda, M, sx, y, dbg.acc, dbg.q, &next_tile, track_max_abs_acc};
   const int nthreads = threads_for(M * K * W.N);
+  const bool judge = nthreads > 1 && g_guard.load(std::memory_order_relaxed) &&
+                     g_region_counter.fetch_add(1, std::memory_order_relaxed) % kSampleEvery == 0;
+  double min_cpu = 1e30;
   GemmCounts counts;
   uint32_t worst = 0;
   double busy_seconds = 0;
@@ -102,6 +125,7 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
   // With `profile`, each thread adds up its CPU time between barriers: work, without the waits.
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
+    const double region_cpu0 = judge ? thread_cpu_seconds() : 0;
     double busy = 0, c0 = profile ? thread_cpu_seconds() : 0;
 #pragma omp for schedule(static) nowait
     for (int64_t m = 0; m < M; ++m) {
@@ -142,7 +166,13 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
     busy_seconds += busy;
 #pragma omp single nowait
     worst = local_worst;
+    if (judge) {
+      const double cpu = thread_cpu_seconds() - region_cpu0;
+#pragma omp critical(bertqa_region_cpu)
+      min_cpu = cpu < min_cpu ? cpu : min_cpu;
+    }
   }
+  if (judge) note_region(now() - t0, min_cpu);
   const int nonfinite = worst > 0x7f800000u ? 2 : worst == 0x7f800000u ? 1 : 0;
   res.nonfinite = nonfinite;
   res.saturated = counts.saturated;
@@ -188,6 +218,24 @@ void set_threads(int n) {
 }
 
 int get_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+int threads_now() {
+  const int n = get_threads();
+  if (n > 1 && g_guard.load(std::memory_order_relaxed) &&
+      now() < g_serial_until.load(std::memory_order_relaxed))
+    return 1;
+  return n;
+}
+
+bool region_contended(double wall, double min_cpu) {
+  return wall >= kMinJudgedSeconds && wall - min_cpu > kLostFraction * wall;
+}
+
+ThreadGuardState thread_guard(int enable, double serial_for) {
+  if (enable >= 0) g_guard.store(enable != 0);
+  if (serial_for >= 0) g_serial_until.store(serial_for > 0 ? now() + serial_for : 0.0);
+  return {g_guard.load(), now() < g_serial_until.load(), g_serial_episodes.load()};
+}
 
 std::string openmp_runtime() {
 #ifdef _OPENMP

@@ -44,6 +44,18 @@ std::map<std::string, bool> cpu_features();
 bool cpu_supports_isa(const std::string& isa);
 void set_threads(int n);
 int get_threads();
+// The threads the native kernels use now: get_threads(), or 1 while the contention guard (see
+// int8_linear_runtime.cpp) has seen another process take a core from a region.
+int threads_now();
+// The guard's judgement of one region: wall seconds against the smallest thread CPU time in it.
+bool region_contended(double wall, double min_cpu);
+struct ThreadGuardState {
+  bool enabled, serial_now;
+  int64_t serial_episodes;
+};
+// enable: 1 on, 0 off, -1 unchanged; serial_for: > 0 one thread for that long (tests), 0 end a
+// serial episode now, < 0 unchanged.
+ThreadGuardState thread_guard(int enable, double serial_for);
 std::string openmp_runtime();
 // int8 GOPS of a tight multiply-add loop on `threads` threads (0: get_threads()), by the wall
 // clock; with cpu_time, on the calling thread alone by its CPU clock (robust on a shared machine).

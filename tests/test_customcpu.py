@@ -273,3 +273,60 @@ def test_native_extension_is_built_where_ci_requires_it():
     elif not ok:
         import pytest
         pytest.skip(f"native extension not built here: {why}")
+
+
+# -- the contention guard ------------------------------------------------------------------------
+
+@needs_native
+def test_contention_guard_judges_regions_by_the_least_busy_thread():
+    nat = customcpu.native()
+    assert nat.region_contended(1e-3, 0.5e-3)            # a thread lost half the region
+    assert not nat.region_contended(1e-3, 0.9e-3)        # everyone ran
+    assert not nat.region_contended(1e-4, 0.0)           # too short to tell from wake-up latency
+
+
+@needs_native
+def test_contention_guard_runs_one_thread_with_the_same_results(monkeypatch):
+    """While the guard holds an episode, every native kernel runs on one thread; nothing in the
+    results depends on it (Linear, attention, add+LayerNorm, GELU)."""
+    from bertqa import attention
+    nat = customcpu.native()
+    threads = torch.get_num_threads()
+    customcpu.set_threads(2)
+    lw = int_layer(512, 1024, gelu=True, spec=QuantSpec(weights="channel", acts="row", shift=7))
+    handle = backend.configure(gelu="native").prepare(lw)
+    x, scale = torch.randn(192, 512), torch.rand(512) + 0.5
+    qkv, norm = torch.randn(2, 64, 3 * 256), torch.nn.LayerNorm(256)
+
+    def outputs():
+        y = torch.empty(192, 1024)
+        calls = handle.packed.profile(x.numpy(), y.numpy(), scale.numpy())
+        host = [attention.bf16_attention(qkv, None, 4) if not attention.bf16_unavailable() else torch.zeros(1),
+                attention.native_add_norm(qkv[..., :256], qkv[..., 256:512].clone(), norm),
+                customcpu.native_gelu(qkv[..., 512:].contiguous())]
+        return calls["threads"], [y, *host]
+    try:
+        nat.thread_guard(True, 0)
+        two, want = outputs()
+        state = nat.thread_guard(True, 30.0)
+        assert state["serial_now"] and nat.threads_now() == 1
+        one, got = outputs()
+        assert (two, one) == (2, 1)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+        nat.thread_guard(False)                       # off: the setting applies again
+        assert nat.threads_now() == 2
+    finally:
+        nat.thread_guard(True, 0)
+        customcpu.set_threads(threads)
+
+
+def test_contention_guard_can_be_turned_off_by_environment(tmp_path):
+    import subprocess
+    import sys
+    code = ("from bertqa.backends import customcpu; "
+            "print(customcpu.native().thread_guard()['enabled'])")
+    env = {**os.environ, "BERTQA_THREAD_GUARD": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if "ImportError" in out.stderr or "ModuleNotFoundError" in out.stderr:
+        pytest.skip("native extension not built")
+    assert out.stdout.strip() == "False", out.stderr

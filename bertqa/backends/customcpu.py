@@ -21,7 +21,11 @@ layer when it is prepared: layers already prepared keep their path.
 
 Threads: the extension is built with OpenMP and resolves to the libgomp that torch loaded, so
 the kernel and torch's intra-op work share one pool of `torch.get_num_threads()` threads and
-never run on top of each other; `set_threads(n)` sets both.
+never run on top of each other; `set_threads(n)` sets both. A contention guard in the extension
+(csrc/int8_linear_runtime.cpp) runs the native kernels on one thread for 0.2 s whenever a sampled
+call shows that another process took a core from one of its threads (an OpenMP region waits for
+its slowest thread): BERT-large at seq 384 beside a busy-looping process, 820 vs 1,012 ms median;
+no change on an idle machine. BERTQA_THREAD_GUARD=0 or native().thread_guard(False) turns it off.
 
 GELU (layers with lw.gelu, the FFN up-projections): gelu='torch' (the backend's default)
 applies torch.nn.functional.gelu to the native output; the native y equals the reference's bit
@@ -56,16 +60,20 @@ from bertqa.errors import NonFiniteActivationError, TargetUnavailable
 
 ISA_PATHS = ("avx512vnni", "avx2", "scalar")     # fastest first
 ISA_ENV = "BERTQA_ISA"
+THREAD_GUARD_ENV = "BERTQA_THREAD_GUARD"
 GELU_MODES = ("torch", "native")
 
 _native = None
 
 
 def native():
-    """The extension module bertqa._native; ImportError where it is not built."""
+    """The extension module bertqa._native; ImportError where it is not built. BERTQA_THREAD_GUARD=0
+    turns its contention guard off (see `set_threads`)."""
     global _native
     if _native is None:
         from bertqa import _native as module
+        if os.environ.get(THREAD_GUARD_ENV, "1") == "0":
+            module.thread_guard(False)
         _native = module
     return _native
 
