@@ -146,16 +146,22 @@ const float* check_scale(const PackedLinear& W, const std::optional<FloatArray>&
   return scale->data();
 }
 
+// M, after checking x [M, K] and y: a writable [M, N] array for the output.
+int64_t check_x_y(const PackedLinear& W, const FloatArray& x, FloatArray& y) {
+  const int64_t M = check_x(W, x);
+  if (y.ndim() != 2 || y.shape(0) != M || y.shape(1) != W.N || !y.writeable())
+    throw std::invalid_argument("y must be a writable [M, N] fp32 C-contiguous array");
+  return M;
+}
+
 const char* nonfinite_name(int code) { return code == 2 ? "NaN" : code == 1 ? "Inf" : ""; }
 
 // y (preallocated [M, N] fp32) <- the layer applied to x (times input_scale, if given). Returns
 // (saturated, "" | "NaN" | "Inf", seconds quantizing, seconds in the GEMM + epilogue).
 py::tuple run(const PackedLinear& W, FloatArray x, FloatArray y,
               std::optional<FloatArray> input_scale) {
-  const int64_t M = check_x(W, x);
+  const int64_t M = check_x_y(W, x, y);
   const float* scale = check_scale(W, input_scale);
-  if (y.ndim() != 2 || y.shape(0) != M || y.shape(1) != W.N || !y.writeable())
-    throw std::invalid_argument("y must be a writable [M, N] fp32 C-contiguous array");
   RunResult r;
   {
     py::gil_scoped_release release;
@@ -169,10 +175,8 @@ py::tuple run(const PackedLinear& W, FloatArray x, FloatArray y,
 // (max_abs_acc, saturated, "" | "NaN" | "Inf"). y is exactly what run() would store.
 py::tuple calibrate(const PackedLinear& W, FloatArray x, FloatArray y,
                     std::optional<FloatArray> input_scale) {
-  const int64_t M = check_x(W, x);
+  const int64_t M = check_x_y(W, x, y);
   const float* scale = check_scale(W, input_scale);
-  if (y.ndim() != 2 || y.shape(0) != M || y.shape(1) != W.N || !y.writeable())
-    throw std::invalid_argument("y must be a writable [M, N] fp32 C-contiguous array");
   RunResult r;
   {
     py::gil_scoped_release release;
@@ -185,10 +189,8 @@ py::tuple calibrate(const PackedLinear& W, FloatArray x, FloatArray y,
 // (on a shared machine the wall clock also counts other processes; the CPU time does not).
 py::dict profile(const PackedLinear& W, FloatArray x, FloatArray y,
                  std::optional<FloatArray> input_scale) {
-  const int64_t M = check_x(W, x);
+  const int64_t M = check_x_y(W, x, y);
   const float* scale = check_scale(W, input_scale);
-  if (y.ndim() != 2 || y.shape(0) != M || y.shape(1) != W.N || !y.writeable())
-    throw std::invalid_argument("y must be a writable [M, N] fp32 C-contiguous array");
   RunResult r;
   double seconds;
   {

@@ -24,14 +24,10 @@ from bertqa.quant.linear import linear_weights
 from bertqa.quant.spec import QuantSpec
 from bertqa.quant.streaming import quantize_streaming
 
-backend = load_backend("customcpu")
+from native_support import ALL_ISAS, SMALL, small_inputs, FEATURES, backend, needs_native
+
 reference = load_backend("cpu-reference")
-built, why_not = backend.available()
-pytestmark = pytest.mark.skipif(not built, reason=f"customcpu: {why_not}")
-FEATURES = customcpu.cpu_features() if built else {}
-ALL_ISAS = [pytest.param(isa, marks=pytest.mark.skipif(not FEATURES.get(isa),
-                                                       reason=f"this CPU lacks {isa}"))
-            for isa in customcpu.ISA_PATHS]
+pytestmark = needs_native
 
 
 def _shapes():
@@ -224,16 +220,6 @@ def test_unbuilt_extension_calibrates_on_the_reference(monkeypatch):
 
 # -- whole models ------------------------------------------------------------------------------
 
-SMALL = BertConfig(vocab_size=120, hidden_size=40, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=72, max_position_embeddings=64)
-
-
-def small_inputs(seed):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, SMALL.vocab_size, (3, 21), generator=g)
-    mask = torch.ones_like(ids)
-    mask[2, 15:] = 0
-    return ids, torch.zeros_like(ids), mask
 
 
 @pytest.fixture

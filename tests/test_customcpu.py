@@ -17,18 +17,7 @@ from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
 from bertqa.quant.spec import QuantSpec
 
-backend = load_backend("customcpu")
-built, why_not = backend.available()
-needs_native = pytest.mark.skipif(not built, reason=f"customcpu: {why_not}")
-FEATURES = customcpu.cpu_features() if built else {}
-
-
-def isa_param(isa):
-    lacks = not FEATURES.get(isa)
-    return pytest.param(isa, marks=pytest.mark.skipif(lacks, reason=f"this CPU lacks {isa}"))
-
-
-ALL_ISAS = [isa_param(isa) for isa in customcpu.ISA_PATHS]
+from native_support import ALL_ISAS, FEATURES, backend, built, needs_native
 
 
 @pytest.fixture

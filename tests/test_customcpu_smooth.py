@@ -16,19 +16,15 @@ import bertqa
 from bertqa.backends import customcpu, load_backend
 from bertqa.backends.base import RunStats
 from bertqa.errors import NonFiniteActivationError
-from bertqa.model.bert import BertConfig, random_model
+from bertqa.model.bert import random_model
 from bertqa.quant import custom_nodes, quantize_model
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
 from bertqa.quant.spec import QuantSpec
 
-backend = load_backend("customcpu")
-built, why_not = backend.available()
-pytestmark = pytest.mark.skipif(not built, reason=f"customcpu: {why_not}")
-FEATURES = customcpu.cpu_features() if built else {}
-ALL_ISAS = [pytest.param(isa, marks=pytest.mark.skipif(not FEATURES.get(isa),
-                                                       reason=f"this CPU lacks {isa}"))
-            for isa in customcpu.ISA_PATHS]
+from native_support import ALL_ISAS, SMALL, small_inputs, backend, needs_native
+
+pytestmark = needs_native
 
 
 def _shapes():
@@ -239,16 +235,6 @@ def test_fp_node_multiplies_with_torch():
 
 # -- whole models ------------------------------------------------------------------------------
 
-SMALL = BertConfig(vocab_size=120, hidden_size=40, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=72, max_position_embeddings=64)
-
-
-def small_inputs(seed):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, SMALL.vocab_size, (3, 21), generator=g)
-    mask = torch.ones_like(ids)
-    mask[2, 15:] = 0
-    return ids, torch.zeros_like(ids), mask
 
 
 @pytest.mark.parametrize("isa", ALL_ISAS)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from bertqa.model.bert import BertConfig, random_model
-from bertqa.quant import QuantSpec, custom_nodes, layer_summary, quantize_model
+from bertqa.quant import QuantSpec, layer_summary, quantize_model
 from bertqa.quant import reference as ref
 from bertqa.quant.smooth import channel_amax, smoothing_scale
 
