@@ -4,9 +4,9 @@
 // host CPU of the customcpu and aie targets. Q (times 1/sqrt(d), in fp32), K and V are rounded
 // to bfloat16 (round to nearest even), the two products run on vdpbf16ps (bf16 pairs, fp32
 // accumulation); mask, max, exp, sum and the final 1/sum stay fp32; the probabilities (before
-// the 1/sum) are rounded to bf16 for P V. Not part of SPEC-quant (which covers the Linear nodes only): outputs differ from fp32
-// attention by bf16 rounding (~3 significant digits), checked by tests against PyTorch's SDPA
-// and by SQuAD EM/F1 in the README.
+// the 1/sum) are rounded to bf16 for P V. Not part of SPEC-quant (which covers the Linear nodes
+// only): outputs differ from fp32 attention by bf16 rounding (~3 significant digits), checked by
+// tests against PyTorch's SDPA and by SQuAD EM/F1 in the README.
 //
 // Layout: qkv [B*S, 3H] fp32, row = token, columns [query heads | key heads | value heads], head h
 // at columns h*d .. h*d+d-1 of each third (the model's fused QKV Linear output, as is);
@@ -16,8 +16,9 @@
 // them, every head, rows read front to back) to bf16 Q, K and V in 32-bit words of bf16 pairs
 // (what vdpbf16ps reduces), then the heads (dynamic): K transposed to [key block of 64][d pair]
 // [64 keys], then blocks of 6 query rows: scores for all keys in a 6 x 64 register tile, softmax
-// over the row, and the 6 x d output tile accumulated over key pairs. Scratch is reused. Built with the rest of bertqa._native; runs only where the CPU reports
-// avx512bf16 (bertqa falls back to PyTorch's SDPA elsewhere).
+// over the row, and the 6 x d output tile accumulated over key pairs. Scratch is reused. Built
+// with the rest of bertqa._native; runs only where the CPU reports avx512bf16 (bertqa falls back
+// to PyTorch's SDPA elsewhere).
 #include "attention_bf16.h"
 
 #include <algorithm>
@@ -106,7 +107,7 @@ BF16_TARGET void pack_value_pair(const float* v0, const float* v1, const Shape& 
 // streams do not all map to the same L1 sets.
 struct PackedQKV {
   uint32_t *q, *krows, *v;
-  int64_t Sq, q_stride, k_stride, v_stride;
+  int64_t q_stride, k_stride, v_stride;
 };
 
 constexpr int64_t kHeadPad = 16;    // words: one cache line
@@ -124,8 +125,7 @@ BF16_TARGET void pack_token_pair(const float* x, int64_t ldx, int64_t j, int64_t
         row_to_bf16_pairs(x + s * ldx + h * sh.d, sh.d, sh.dp, q, scale);
         row_to_bf16_pairs(x + s * ldx + sh.H + h * sh.d, sh.d, sh.dp, k);
       } else {
-        if (s < pk.Sq) std::memset(q, 0, size_t(pairs) * 4);
-        std::memset(k, 0, size_t(pairs) * 4);
+        std::memset(k, 0, size_t(pairs) * 4);   // Q rows past S: zeroed once per call
       }
     }
   }
@@ -304,8 +304,10 @@ void attention_bf16(const float* qkv, const float* key_bias, int64_t B, int64_t 
   thread_local Scratch<uint32_t> qbuf, kbuf, vbuf;
   const int64_t qs = Sq * pairs + kHeadPad, ks = sh.Sk * pairs + kHeadPad, vs = sh.Sk / 2 * sh.dp + kHeadPad;
   const PackedQKV pk{qbuf.get(size_t(heads * qs)), kbuf.get(size_t(heads * ks)),
-                     vbuf.get(size_t(heads * vs)), Sq, qs, ks, vs};
+                     vbuf.get(size_t(heads * vs)), qs, ks, vs};
   const bool parallel = nthreads > 1 && S * heads * d >= 4096;
+  for (int64_t h = 0; h < heads; ++h)          // query rows S..Sq-1 of the last tile (Sq may pass Sk)
+    std::memset(pk.q + h * qs + S * pairs, 0, size_t((Sq - S) * pairs) * 4);
   for (int64_t b = 0; b < B; ++b) {
     const float* x = qkv + b * S * ldx;
 #pragma omp parallel num_threads(nthreads) if (parallel)

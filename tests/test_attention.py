@@ -50,7 +50,7 @@ def random_case(b, s, heads, d, seed=0, pad=True):
 @needs_bf16
 @pytest.mark.parametrize("b, s, heads, d", [
     (1, 384, 16, 64), (2, 128, 12, 32), (3, 65, 4, 64), (1, 1, 2, 64), (2, 63, 3, 20),
-    (1, 130, 2, 80), (2, 17, 1, 128), (1, 7, 5, 1)])
+    (1, 130, 2, 80), (2, 17, 1, 128), (1, 7, 5, 1), (2, 64, 3, 32)])
 def test_matches_its_arithmetic_and_fp32_sdpa(b, s, heads, d):
     qkv, mask = random_case(b, s, heads, d, seed=s + d)
     got = attention.bf16_attention(qkv, mask, heads)
