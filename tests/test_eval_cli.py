@@ -91,6 +91,15 @@ def test_eval_compare_end_to_end(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_eval_without_target_names_the_configuration_that_loaded(tmp_path, capsys):
+    data = shared_file("squad-v1.1-dev-eval.json")
+    out_json = tmp_path / "r.json"
+    assert main(["eval", "--data", str(data), "--model", "bundled", "--limit", "2", "--no-progress",
+                 "--json", str(out_json)]) == 0
+    assert "\ncpu fp " in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["results"][0]["label"] == "cpu fp"
+
+
 def test_profile_end_to_end(capsys):
     assert main(["profile", "--model", "bundled", "--target", "customcpu", "--questions", "2"]) == 0
     out = capsys.readouterr().out

@@ -156,7 +156,9 @@ def run_configs(configs: Sequence[Config], data: SquadSet, load: Callable[[Confi
         t0 = time.perf_counter()
         qa = load(config)
         load_s = time.perf_counter() - t0
-        run = answer_questions(qa, data.questions, data.version == "2.0", batch, progress, config.label)
+        # a configuration that leaves target/precision to the model (no --target) is named by what loaded
+        label = config.label if config.target and config.precision else f"{qa.target} {qa.precision}"
+        run = answer_questions(qa, data.questions, data.version == "2.0", batch, progress, label)
         run.info["load_s"] = load_s
         runs.append(run)
         del qa
