@@ -195,18 +195,11 @@ const MicrotileFn kMicrotiles[kNV][kMR] = {BERTQA_ROWS(1), BERTQA_ROWS(2)};
 #undef BERTQA_ROWS
 
 GemmCounts gemm_avx2(const GemmCall& c, int nthreads) {
-  const int64_t N = c.W->N;
-  const int64_t row_blocks = (c.M + kMR - 1) / kMR, panels = (N + kNR - 1) / kNR;
-  int64_t begin, end;
   GemmCounts counts;
-  while (claim_tiles(c, row_blocks * panels, nthreads, &begin, &end)) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t panel = t / row_blocks, m0 = (t % row_blocks) * kMR;
-      const int64_t rows = c.M - m0 < kMR ? c.M - m0 : kMR;
-      const int64_t cols = N - panel * kNR, vecs = cols >= kNR ? kNV : (cols + 7) / 8;
-      kMicrotiles[vecs - 1][rows - 1](c, m0, panel, &counts);
-    }
-  }
+  for_each_claimed_tile(c, nthreads, kMR, kNR, 8,
+                        [&](int64_t m0, int64_t panel, int64_t rows, int64_t vecs) {
+                          kMicrotiles[vecs - 1][rows - 1](c, m0, panel, &counts);
+                        });
   return counts;
 }
 

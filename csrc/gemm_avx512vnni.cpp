@@ -205,21 +205,12 @@ using MicrotileFn = void (*)(const GemmCall&, int64_t, int64_t, GemmCounts*);
 const MicrotileFn kMicrotiles[kNV][kMR] = {BERTQA_ROWS(1), BERTQA_ROWS(2), BERTQA_ROWS(3)};
 #undef BERTQA_ROWS
 
-// Tiles in panel-major order (one panel's weights stay in L2 across its row blocks), claimed
-// in chunks of consecutive tiles (claim_tiles).
 GemmCounts gemm_vnni(const GemmCall& c, int nthreads) {
-  const int64_t N = c.W->N;
-  const int64_t row_blocks = (c.M + kMR - 1) / kMR, panels = (N + kNR - 1) / kNR;
-  int64_t begin, end;
   GemmCounts counts;
-  while (claim_tiles(c, row_blocks * panels, nthreads, &begin, &end)) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t panel = t / row_blocks, m0 = (t % row_blocks) * kMR;
-      const int64_t rows = c.M - m0 < kMR ? c.M - m0 : kMR;
-      const int64_t cols = N - panel * kNR, vecs = cols >= kNR ? kNV : (cols + 15) / 16;
-      kMicrotiles[vecs - 1][rows - 1](c, m0, panel, &counts);
-    }
-  }
+  for_each_claimed_tile(c, nthreads, kMR, kNR, 16,
+                        [&](int64_t m0, int64_t panel, int64_t rows, int64_t vecs) {
+                          kMicrotiles[vecs - 1][rows - 1](c, m0, panel, &counts);
+                        });
   return counts;
 }
 

@@ -148,4 +148,23 @@ inline bool claim_tiles(const GemmCall& c, int64_t total, int nthreads, int64_t*
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// The register-tiled paths: the GEMM's tiles of mr rows x nr columns, in panel-major order (one
+// panel's weights stay in L2 across its row blocks), claimed by this thread with claim_tiles;
+// tile(m0, panel, rows, vecs) runs each, vecs = its columns in vectors of `lanes`.
+template <class TileFn>
+inline void for_each_claimed_tile(const GemmCall& c, int nthreads, int64_t mr, int64_t nr,
+                                  int64_t lanes, TileFn tile) {
+  const int64_t N = c.W->N;
+  const int64_t row_blocks = (c.M + mr - 1) / mr, panels = (N + nr - 1) / nr;
+  int64_t begin, end;
+  while (claim_tiles(c, row_blocks * panels, nthreads, &begin, &end)) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t panel = t / row_blocks, m0 = (t % row_blocks) * mr;
+      const int64_t rows = c.M - m0 < mr ? c.M - m0 : mr;
+      const int64_t cols = N - panel * nr, vecs = cols >= nr ? nr / lanes : (cols + lanes - 1) / lanes;
+      tile(m0, panel, rows, vecs);
+    }
+  }
+}
+
 }  // namespace bertqa
