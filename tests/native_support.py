@@ -1,6 +1,7 @@
 """What the tests of the native backend share: the customcpu backend, whether its extension is
-built here, the ISA paths as pytest parameters that skip where this CPU lacks one, and a small
-BERT (K = 40 and 72: not multiples of the vector widths) with its inputs."""
+built here, the ISA paths as pytest parameters that skip where this CPU lacks one, inputs with a
+smoothing-like scale, and a small BERT (K = 40 and 72: not multiples of the vector widths) with
+its inputs."""
 from __future__ import annotations
 
 import pytest
@@ -33,3 +34,17 @@ def small_inputs(seed):
     mask = torch.ones_like(ids)
     mask[2, 15:] = 0
     return ids, torch.zeros_like(ids), mask
+
+
+def make_x_scale(m, k, seed=1, log_sd=2.5):
+    """x with rows of very different size (so per-row and per-tensor scales differ a lot), and a
+    smoothing-like scale exp(N(0, log_sd)) over decades with one dead channel (x * 0 is +-0)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g) * 3
+    if m > 2:
+        x[1] *= 100.0
+        x[2] *= 0.001
+    scale = torch.exp(torch.randn(k, generator=g) * log_sd)
+    if k > 3:
+        scale[3] = 0.0
+    return x, scale

@@ -24,7 +24,8 @@ from bertqa.quant.linear import linear_weights
 from bertqa.quant.spec import QuantSpec
 from bertqa.quant.streaming import quantize_streaming
 
-from native_support import ALL_ISAS, SMALL, small_inputs, FEATURES, backend, needs_native
+import native_support
+from native_support import ALL_ISAS, FEATURES, SMALL, backend, needs_native, small_inputs
 
 reference = load_backend("cpu-reference")
 pytestmark = needs_native
@@ -58,17 +59,8 @@ def make_layer(k, n, acts, requant, shift, gelu=False, seed=0):
 
 
 def make_x_scale(m, k, seed=1):
-    """x with rows of very different size (so per-row and per-tensor scales differ a lot), and
-    a smoothing-like scale over decades with one dead channel."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, k, generator=g) * 3
-    if m > 2:
-        x[1] *= 100.0
-        x[2] *= 0.001
-    scale = torch.exp(torch.randn(k, generator=g) * 2.0)
-    if k > 3:
-        scale[3] = 0.0
-    return x, scale
+    """native_support's inputs, with the scale spread these tests were written with."""
+    return native_support.make_x_scale(m, k, seed, log_sd=2.0)
 
 
 def reference_calibration(lw, x):

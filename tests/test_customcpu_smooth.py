@@ -22,7 +22,7 @@ from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
 from bertqa.quant.spec import QuantSpec
 
-from native_support import ALL_ISAS, SMALL, small_inputs, backend, needs_native
+from native_support import ALL_ISAS, SMALL, backend, make_x_scale, needs_native, small_inputs
 
 pytestmark = needs_native
 
@@ -51,19 +51,6 @@ def make_layer(k, n, acts, requant="int16", shift=6, weights="channel", seed=0):
                      shift=shift if requant == "int16" else None)
     return linear_weights(torch.randn(n, k, generator=g) * 0.05, torch.randn(n, generator=g), spec,
                           "int", name="encoder.layer.1.ffn.down")
-
-
-def make_x_scale(m, k, seed=1):
-    """x with rows of very different size, and a smoothing-like scale over 6 decades."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, k, generator=g) * 3
-    if m > 2:
-        x[1] *= 100.0
-        x[2] *= 0.001
-    scale = torch.exp(torch.randn(k, generator=g) * 2.5)
-    if k > 3:
-        scale[3] = 0.0                      # a dead channel: x * 0 is +-0
-    return x, scale
 
 
 def check_fused(handle, lw, x, scale):
