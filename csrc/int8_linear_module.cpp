@@ -265,13 +265,17 @@ PYBIND11_MODULE(_native, m) {
         out["enabled"] = st.enabled;
         out["serial_now"] = st.serial_now;
         out["serial_episodes"] = st.serial_episodes;
+        out["next_episode_seconds"] = st.next_episode_seconds;
         return out;
       },
       py::arg("enable") = py::none(), py::arg("serial_for") = -1.0,
       "The contention guard: enable it (True/False), force one thread for serial_for seconds "
-      "(0 ends an episode); returns {'enabled', 'serial_now', 'serial_episodes'}.");
+      "(0 ends an episode); returns {'enabled', 'serial_now', 'serial_episodes', "
+      "'next_episode_seconds'}.");
   m.def("region_contended", &region_contended, py::arg("wall"), py::arg("min_cpu"),
         "Whether a region of `wall` seconds, whose least busy thread ran `min_cpu`, was contended.");
+  m.def("note_region", &note_region, py::arg("wall"), py::arg("min_cpu"),
+        "The guard's step after judging such a region (what every sampled call does; tests).");
   m.def("openmp_runtime", &openmp_runtime, "The OpenMP library the module resolved, or why none.");
   m.def("measure_peak", &measure_peak, py::arg("isa") = "avx512vnni", py::arg("seconds") = 0.3,
         py::arg("threads") = 0, py::arg("cpu_time") = false,

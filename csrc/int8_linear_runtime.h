@@ -49,12 +49,16 @@ int get_threads();
 int threads_now();
 // The guard's judgement of one region: wall seconds against the smallest thread CPU time in it.
 bool region_contended(double wall, double min_cpu);
+// The guard's step after a judged region: a contended one starts a serial episode (each one
+// longer than the last, up to 0.2 s), a clean one makes the next episode the shortest again.
+void note_region(double wall, double min_cpu);
 struct ThreadGuardState {
   bool enabled, serial_now;
   int64_t serial_episodes;
+  double next_episode_seconds;   // how long the next contended region's episode will last
 };
 // enable: 1 on, 0 off, -1 unchanged; serial_for: > 0 one thread for that long (tests), 0 end a
-// serial episode now, < 0 unchanged.
+// serial episode now (the next one will be the shortest), < 0 unchanged.
 ThreadGuardState thread_guard(int enable, double serial_for);
 std::string openmp_runtime();
 // int8 GOPS of a tight multiply-add loop on `threads` threads (0: get_threads()), by the wall

@@ -21,11 +21,13 @@ def test_model_table_compares_every_configuration_in_one_run(capsys):
     pytest.importorskip("onnxruntime", reason="the bench extra (onnxruntime) is not installed")
     threads = torch.get_num_threads()
     try:
-        rc = main(["bench", "--layers", "1", "--seq", "32,16", "--repeats", "2", "--no-gemm"])
+        rc = main(["bench", "--layers", "1", "--seq", "32,16", "--repeats", "2", "--no-gemm",
+                   "--settle", "0.01"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert rc == 0
+    assert "2 interleaved repeats, 0.01 s pause before each" in out
     for seq in (32, 16):
         block = out.split(f"\nseq {seq}\n")[1].split("\n\n")[0]
         rows = {line.split()[0]: line.split()[1:] for line in block.splitlines()[1:]}
@@ -59,6 +61,7 @@ def test_gemm_table_checks_each_shape_against_the_reference(capsys):
     (["--seq", "4"], "--seq lie in 8..512"),
     (["--seq", "a,b"], "--seq takes comma-separated integers"),
     (["--threads", "0"], "--threads must be >= 1"),
+    (["--settle", "-1"], "--settle must lie in 0..10 seconds"),
 ])
 def test_bad_options_are_one_line_errors(args, message, capsys):
     assert main(["bench", *args]) == 2

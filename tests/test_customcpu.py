@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -272,6 +274,33 @@ def test_contention_guard_judges_regions_by_the_least_busy_thread():
     assert nat.region_contended(1e-3, 0.5e-3)            # a thread lost half the region
     assert not nat.region_contended(1e-3, 0.9e-3)        # everyone ran
     assert not nat.region_contended(1e-4, 0.0)           # too short to tell from wake-up latency
+
+
+@needs_native
+def test_contention_guard_episodes_grow_while_contention_lasts_and_reset_when_it_ends():
+    """A short neighbour (ONNX Runtime's pool spins ~50 ms after a run) costs a short episode; a
+    steady one gets episodes of 0.02, 0.04, ... up to 0.2 s; one clean region starts over."""
+    nat = customcpu.native()
+    try:
+        nat.thread_guard(True, 0)
+        assert nat.thread_guard()["next_episode_seconds"] == pytest.approx(0.02)
+        episodes = nat.thread_guard()["serial_episodes"]
+        lengths = []
+        for _ in range(6):
+            nat.note_region(1e-3, 0.2e-3)                  # contended
+            state = nat.thread_guard()
+            assert state["serial_now"] and nat.threads_now() == 1
+            lengths.append(state["next_episode_seconds"])
+        assert lengths == pytest.approx([0.04, 0.08, 0.16, 0.2, 0.2, 0.2])
+        assert nat.thread_guard()["serial_episodes"] == episodes + 6
+        nat.note_region(1e-3, 0.95e-3)                     # clean: the next episode is short again
+        assert nat.thread_guard()["next_episode_seconds"] == pytest.approx(0.02)
+        nat.thread_guard(True, 0)
+        nat.note_region(1e-3, 0.2e-3)
+        time.sleep(0.03)                                   # a 0.02 s episode is over by now
+        assert not nat.thread_guard()["serial_now"]
+    finally:
+        nat.thread_guard(True, 0)
 
 
 @needs_native

@@ -7,6 +7,11 @@ PyTorch's host kernels (SDPA attention, add + LayerNorm, GELU: `--attention fp32
 interleaved (one forward of each configuration per round), so that a noisy neighbour slows all
 of them alike; every figure is a ratio to baselines measured in the same run. Results are checked
 first: each configuration's start logits are compared with torch fp32's before any timing.
+
+Each timed forward starts on a settled machine: `settle_s` (0.1 s) of sleep, untimed, comes before
+it. ONNX Runtime's intra-op pool keeps one core spinning for ~50 ms after every run (measured:
+50 ms of process CPU in the 100 ms after session.run returned), so without the pause whichever
+configuration follows it in the round would share its first ~50 ms with a busy core.
 """
 from __future__ import annotations
 
@@ -97,8 +102,12 @@ def build_onnxruntime(config: BertConfig, workdir: Path, threads: int):
     return run, f"ONNX Runtime {ort.__version__} int8 (quantize_dynamic, QInt8 weights)"
 
 
+SETTLE_S = 0.1
+
+
 def run_model_bench(config: BertConfig | None = None, seqs=(384, 128), repeats: int = 5,
-                    configs=CONFIGS, threads: int | None = None, log=print) -> list[Timing]:
+                    configs=CONFIGS, threads: int | None = None, log=print,
+                    settle_s: float = SETTLE_S) -> list[Timing]:
     config = config or BertConfig.bert_large()
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -126,6 +135,7 @@ def run_model_bench(config: BertConfig | None = None, seqs=(384, 128), repeats: 
                     timings[name].logit_err = float((start - ref_start).abs().max())
             for _ in range(repeats):                                # interleaved rounds
                 for name, run in runners.items():
+                    time.sleep(settle_s)                            # see the module docstring
                     t0 = time.perf_counter()
                     run(*inputs)
                     timings[name].times_ms.append((time.perf_counter() - t0) * 1e3)
@@ -133,9 +143,11 @@ def run_model_bench(config: BertConfig | None = None, seqs=(384, 128), repeats: 
     return results
 
 
-def format_model_table(results: list[Timing], config_label: str, threads: int) -> str:
+def format_model_table(results: list[Timing], config_label: str, threads: int,
+                       settle_s: float = SETTLE_S) -> str:
     lines = [f"BERT QA forward, {config_label}, batch 1, {threads} threads, "
-             f"{len(results[0].times_ms) if results else 0} interleaved repeats"]
+             f"{len(results[0].times_ms) if results else 0} interleaved repeats, "
+             f"{settle_s:g} s pause before each"]
     for seq in sorted({r.seq for r in results}, reverse=True):
         rows = [r for r in results if r.seq == seq]
         base = {r.name: r.median for r in rows}

@@ -15,6 +15,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="which of " + ", ".join(CONFIG_NAMES))
     p.add_argument("--layers", type=int, default=None, help="encoder layers (default: BERT-large's 24)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--settle", type=float, default=0.1,
+                   help="seconds of untimed pause before each timed forward (ONNX Runtime's pool "
+                        "spins ~50 ms after a run, which would land on the next configuration)")
     p.add_argument("--no-gemm", action="store_true", help="skip the int8 GEMM table")
     p.add_argument("--no-model", action="store_true", help="skip the whole-model table")
     p.add_argument("--memory", action="store_true",
@@ -35,6 +38,8 @@ def run_bench(args) -> int:
     from bertqa.model.bert import BertConfig
     if args.threads is not None and args.threads < 1:
         raise BertQAError(f"--threads must be >= 1, got {args.threads}")
+    if not 0 <= args.settle <= 10:
+        raise BertQAError(f"--settle must lie in 0..10 seconds, got {args.settle}")
     threads = args.threads or torch.get_num_threads()
     try:
         seqs = [int(s) for s in args.seq.split(",")]
@@ -56,8 +61,8 @@ def run_bench(args) -> int:
     label = f"BERT-large shapes ({config.num_hidden_layers} layers, hidden {config.hidden_size}), random weights"
     print(f"bertqa bench on {cpu_name()}")
     if not args.no_model:
-        results = run_model_bench(config, seqs, args.repeats, configs, threads)
-        print(format_model_table(results, label, threads))
+        results = run_model_bench(config, seqs, args.repeats, configs, threads, settle_s=args.settle)
+        print(format_model_table(results, label, threads, args.settle))
     if not args.no_gemm:
         try:
             from bertqa.bench.gemm import print_gemm_table, run_gemm_bench
