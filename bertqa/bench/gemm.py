@@ -18,13 +18,13 @@ requantize/dequantize/bias), 2*M*K*N ops:
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 
 import torch
 
 from bertqa.backends import customcpu, load_backend
+from bertqa.bench import cpu_name
 from bertqa.backends.base import RunStats
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
@@ -34,17 +34,6 @@ from bertqa.quant.spec import QuantSpec
 BERT_LARGE_SHAPES = [(1024, 3072), (1024, 1024), (1024, 4096), (4096, 1024)]
 TOKENS = (128, 384)
 PEAK_PATHS = ("avx512vnni", "avx2")     # paths with a peak loop: vpdpbusd, vpmaddwd
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def check_against_reference(backend, handle, lw, x) -> str:

@@ -34,6 +34,7 @@ CONFIG_NAMES = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", 
             "and the int8 GEMM against the machine's peak", add_bench_arguments)
 def run_bench(args) -> int:
     import torch
+    from bertqa.bench import cpu_name
     from bertqa.bench.model_bench import format_model_table, run_model_bench
     from bertqa.model.bert import BertConfig
     if args.threads is not None and args.threads < 1:
@@ -72,15 +73,4 @@ def run_bench(args) -> int:
             print()
             print_gemm_table(run_gemm_bench(threads=threads))
     return 0
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
