@@ -53,8 +53,11 @@ def test_gemm_table_checks_each_shape_against_the_reference(capsys):
         pytest.skip(rows[0]["skipped"])
     print_gemm_table(rows)
     out = capsys.readouterr().out
-    assert "peak avx512vnni" in out or "peak avx2" in out
+    assert "peak avx512vnni, measured before each row" in out or "peak avx2, measured before each row" in out
     assert all(r["check"] == "ok" for r in rows), rows
+    # each row against the peaks measured next to it
+    assert all(len(r["peaks"]) == 3 and r["peaks"][0][r["peak_isa"]][0] > 0 and r["busy_frac"] > 0
+               for r in rows)
     features = customcpu.cpu_features()
     assert {r["isa"] for r in rows} == {isa for isa in ("avx512vnni", "avx2") if features[isa]}
 
