@@ -22,10 +22,12 @@ layer when it is prepared: layers already prepared keep their path.
 Threads: the extension is built with OpenMP and resolves to the libgomp that torch loaded, so
 the kernel and torch's intra-op work share one pool of `torch.get_num_threads()` threads and
 never run on top of each other; `set_threads(n)` sets both. A contention guard in the extension
-(csrc/int8_linear_runtime.cpp) runs the native kernels on one thread for 0.2 s whenever a sampled
-call shows that another process took a core from one of its threads (an OpenMP region waits for
-its slowest thread): BERT-large at seq 384 beside a busy-looping process, 820 vs 1,012 ms median;
-no change on an idle machine. BERTQA_THREAD_GUARD=0 or native().thread_guard(False) turns it off.
+(csrc/int8_linear_runtime.cpp) runs the native kernels on one thread for a while whenever a
+sampled call shows that another process took a core from one of its threads (an OpenMP region
+waits for its slowest thread); the episodes grow from 20 ms to 0.2 s while the contention lasts.
+BERT-large beside a busy-looping process, guard on vs off: 782 vs 941 ms median at seq 384, 275
+vs 355 ms at seq 128; no change on an idle machine. BERTQA_THREAD_GUARD=0 or
+native().thread_guard(False) turns it off.
 
 GELU (layers with lw.gelu, the FFN up-projections): gelu='torch' (the backend's default)
 applies torch.nn.functional.gelu to the native output; the native y equals the reference's bit
