@@ -74,8 +74,8 @@ void activation_scale(uint32_t amax_bits, float* sx, float* inv) {
 // twice as long as the one before, up to kMaxSerialSeconds, and a clean judged region starts
 // over. A steady neighbour thus keeps the kernels on one thread (a 0.2 s episode, then a few
 // probing calls), while a short one costs little: ONNX Runtime's pool spins for ~50 ms after each
-// run (measured), which with fixed 0.2 s episodes made the next BERT-large forward at seq 128 run
-// mostly on one thread (265-313 ms after an ORT run against 170 ms for the one after it).
+// run (measured); with fixed 0.2 s episodes the BERT-large forward at seq 128 right after an ORT
+// run took 257-313 ms (the one after it 170-291 ms), with growing episodes 166-264 (124-137) ms.
 constexpr double kFirstSerialSeconds = 0.02;
 constexpr double kMaxSerialSeconds = 0.2;
 constexpr double kMinJudgedSeconds = 2e-4;   // shorter regions: thread wake-up latency dominates

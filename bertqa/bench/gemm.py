@@ -35,8 +35,8 @@ import time
 import torch
 
 from bertqa.backends import customcpu, load_backend
-from bertqa.bench import cpu_name
 from bertqa.backends.base import RunStats
+from bertqa.bench import cpu_name
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
 from bertqa.quant.spec import QuantSpec

@@ -15,8 +15,8 @@ configuration follows it in the round would share its first ~50 ms with a busy c
 
 The table gives each configuration's time against ONNX Runtime int8's twice: median to median,
 and fastest to fastest ("of mins"). On a shared machine ORT's times swing more than ours (its
-median at seq 128 moved between 160 and 239 ms across runs of one afternoon, customcpu int's
-between 137 and 165 ms), so the ratio of the minima, each engine on its quietest round, is the
+median at seq 128 moved between 153 and 239 ms across runs of one afternoon, customcpu int's
+between 129 and 165 ms), so the ratio of the minima, each engine on its quietest round, is the
 steadier figure of the two; neither is reported without the other.
 """
 from __future__ import annotations
@@ -159,7 +159,8 @@ def format_model_table(results: list[Timing], config_label: str, threads: int,
         base = {r.name: r.median for r in rows}
         fp32, ort_int8 = base.get("torch-fp32"), base.get("onnxruntime-int8")
         lines.append(f"\nseq {seq}")
-        ort_min = min(next(r for r in rows if r.name == "onnxruntime-int8").times_ms) if ort_int8 else None
+        ort = next((r for r in rows if r.name == "onnxruntime-int8"), None)
+        ort_min = min(ort.times_ms) if ort and ort.times_ms else None
         lines.append(f"  {'configuration':18} {'median ms':>10} {'min':>9} {'max':>9} "
                      f"{'x fp32':>7} {'x ORT int8':>10} {'(of mins)':>9} {'max|dlogit|':>11}")
         for r in rows:
