@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -78,18 +79,34 @@ def time_node(backend, handle, x, repeats: int) -> dict:
                 busy=statistics.median(busy))
 
 
-def timed_round(nat, features, nthreads, peak_seconds, backend, handle, x, calls, ops, isa,
-                peak_isa) -> dict:
-    """One round of a row: the peaks, then `calls` timed calls; rates and fractions within it."""
-    peaks = measure_peaks(nat, features, nthreads, peak_seconds / 5)
-    wall_peak, core_peak = peaks.get(peak_isa, (float("nan"), float("nan")))
-    t = time_node(backend, handle, x, calls)
-    r = dict(peaks=peaks, wall_ms=t["wall"] * 1e3, wall_gops=ops / t["wall"] / 1e9,
-             gemm_gops=ops / t["gemm"] / 1e9, busy_gops=ops / (t["busy"] / nthreads) / 1e9)
-    r.update(wall_frac=r["wall_gops"] / wall_peak, gemm_frac=r["gemm_gops"] / wall_peak,
-             busy_frac=r["busy_gops"] / (nthreads * core_peak),
-             busy_path_frac=r["busy_gops"] / (nthreads * peaks[isa][1]))
-    return r
+@dataclass
+class RoundTimer:
+    """Times one row's rounds: the peak loops, then the node's calls, with the fractions taken
+    within the round (see the module docstring)."""
+    nat: object                 # bertqa._native
+    features: dict              # cpu_features()
+    threads: int
+    peak_seconds: float
+    peak_isa: str | None        # the fastest path with a peak loop: %peak is against it
+
+    def row(self, backend, handle, x, repeats: int, isa: str) -> dict:
+        """The medians over ROUNDS rounds of the rates and fractions, and each round's peaks."""
+        rounds = [self.round(backend, handle, x, max(3, repeats // ROUNDS), isa)
+                  for _ in range(ROUNDS)]
+        row = {key: statistics.median(r[key] for r in rounds) for key in rounds[0] if key != "peaks"}
+        return dict(row, peaks=[r["peaks"] for r in rounds])
+
+    def round(self, backend, handle, x, calls: int, isa: str) -> dict:
+        peaks = measure_peaks(self.nat, self.features, self.threads, self.peak_seconds / 5)
+        wall_peak, core_peak = peaks.get(self.peak_isa, (float("nan"), float("nan")))
+        t = time_node(backend, handle, x, calls)
+        ops = 2.0 * x.shape[0] * handle.lw.in_features * handle.lw.out_features   # 2 M K N
+        r = dict(peaks=peaks, wall_ms=t["wall"] * 1e3, wall_gops=ops / t["wall"] / 1e9,
+                 gemm_gops=ops / t["gemm"] / 1e9, busy_gops=ops / (t["busy"] / self.threads) / 1e9)
+        r.update(wall_frac=r["wall_gops"] / wall_peak, gemm_frac=r["gemm_gops"] / wall_peak,
+                 busy_frac=r["busy_gops"] / (self.threads * core_peak),
+                 busy_path_frac=r["busy_gops"] / (self.threads * peaks[isa][1]))
+        return r
 
 
 def measure_peaks(nat, features, threads: int, seconds: float) -> dict:
@@ -127,6 +144,7 @@ def _run(backend, nat, isas, shapes, tokens, repeats, peak_seconds) -> list[dict
         isas = [isa for isa in customcpu.ISA_PATHS if features.get(isa) and isa != "scalar"]
     load_before = os.getloadavg()[0]
     peak_isa = next((isa for isa in PEAK_PATHS if features.get(isa)), None)   # the fastest
+    timer = RoundTimer(nat, features, nthreads, peak_seconds, peak_isa)
     context = dict(cpu=cpu_name(), threads=nthreads, peak_isa=peak_isa,
                    openmp=os.path.basename(nat.openmp_runtime()), load_before=load_before)
     g = torch.Generator().manual_seed(0)
@@ -145,13 +163,7 @@ def _run(backend, nat, isas, shapes, tokens, repeats, peak_seconds) -> list[dict
                     rows.append(row)
                     if check != "ok":
                         continue
-                    ops = 2.0 * m * k * n
-                    rounds = [timed_round(nat, features, nthreads, peak_seconds, backend, handle,
-                                          x, max(3, repeats // ROUNDS), ops, isa, peak_isa)
-                              for _ in range(ROUNDS)]
-                    row.update({key: statistics.median(r[key] for r in rounds) for key in rounds[0]
-                                if key != "peaks"})
-                    row["peaks"] = [r["peaks"] for r in rounds]
+                    row.update(timer.row(backend, handle, x, repeats, isa))
                     t0 = time.perf_counter()
                     for _ in range(3):
                         torch.nn.functional.linear(x, w, b)
