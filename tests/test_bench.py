@@ -68,6 +68,8 @@ def test_gemm_table_checks_each_shape_against_the_reference(capsys):
     (["--seq", "a,b"], "--seq takes comma-separated integers"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--settle", "-1"], "--settle must lie in 0..10 seconds"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--layers", "0"], "--layers must be >= 1"),
 ])
 def test_bad_options_are_one_line_errors(args, message, capsys):
     assert main(["bench", *args]) == 2

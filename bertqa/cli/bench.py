@@ -39,6 +39,10 @@ def run_bench(args) -> int:
     from bertqa.model.bert import BertConfig
     if args.threads is not None and args.threads < 1:
         raise BertQAError(f"--threads must be >= 1, got {args.threads}")
+    if args.layers is not None and args.layers < 1:
+        raise BertQAError(f"--layers must be >= 1, got {args.layers}")
+    if args.repeats < 1:
+        raise BertQAError(f"--repeats must be >= 1, got {args.repeats}")
     if not 0 <= args.settle <= 10:
         raise BertQAError(f"--settle must lie in 0..10 seconds, got {args.settle}")
     threads = args.threads or torch.get_num_threads()
