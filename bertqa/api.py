@@ -44,10 +44,16 @@ def calibration_runner(tokenizer: Tokenizer, options: QAOptions, questions_per_s
     pairs = [(q, s.context) for s in builtin_stories() for q in s.questions[:questions_per_story]]
 
     def run(model):
-        pipeline = QAPipeline(model, tokenizer, options)
+        pipeline = QAPipeline(model, tokenizer, options, max_positions=max_positions(model))
         windows = pipeline.windows([q for q, _ in pairs], [c for _, c in pairs])
         pipeline.logits(windows, batch_size=len(windows))
     return run
+
+
+def max_positions(model) -> int | None:
+    """The model's max_position_embeddings (through a CUDA-graph wrapper), or None if unknown."""
+    inner = getattr(model, "model", model)
+    return getattr(getattr(inner, "config", None), "max_position_embeddings", None)
 
 
 class QAModel:
@@ -62,7 +68,8 @@ class QAModel:
         self.n_parameters = n_parameters
         self.threads = threads
         self.notes = notes + prepared.notes
-        self.pipeline = QAPipeline(prepared.model, tokenizer, options, prepared.device)
+        self.pipeline = QAPipeline(prepared.model, tokenizer, options, prepared.device,
+                                   max_positions(prepared.model))
 
     @property
     def target(self) -> str:

@@ -71,6 +71,7 @@ def test_stats_prints_the_per_layer_int8_report():
     (["--spec", "weights=row"], "QuantSpec.weights must be one of"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--doc-stride", "1000"], "doc_stride"),
+    (["--max-seq-len", "1000"], "max_seq_len (1000) exceeds the model's 512 position embeddings"),
 ])
 def test_bad_options_are_one_line_errors(args, message):
     r = run("--model", "bundled", *args)
@@ -88,6 +89,11 @@ def test_malformed_and_empty_inputs_are_clear_errors(tmp_path):
     empty_q.write_text(json.dumps({"data": [{"story": "Ada lives in Oslo.", "questions": [{"input_text": "  "}]}]}))
     r = run("--model", "bundled", "--data", str(empty_q))
     assert r.returncode == 2 and "question is whitespace only" in r.stderr
+    assert "Traceback" not in r.stderr
+    no_q = tmp_path / "story.txt"
+    no_q.write_text("Ada lives in Oslo.\nShe reads every evening.\n")
+    r = run("--model", "bundled", "--data", str(no_q))
+    assert r.returncode == 2 and "has no questions: put each on a line that starts with 'Q:'" in r.stderr
     assert "Traceback" not in r.stderr
 
 

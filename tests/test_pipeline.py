@@ -66,3 +66,17 @@ def test_decode_pairs_applies_each_pairs_options(qa_fp):
         assert [a.score for a in answers] == pytest.approx([a.score for a in alone], rel=1e-5, abs=1e-8)
     assert got[2][0].is_impossible                       # null_threshold -100: always "no answer"
     assert len(got[1][0].text.split()) <= 2
+
+
+def test_windows_longer_than_the_models_positions_are_an_input_error(qa_fp):
+    """The bundled model has 512 position embeddings: a longer window would index past them."""
+    import bertqa
+    from bertqa.errors import InputError
+    assert qa_fp.pipeline.max_positions == 512
+    too_long = QAOptions(windows=WindowOptions(max_seq_len=600))
+    with pytest.raises(InputError, match=r"max_seq_len \(600\) exceeds the model's 512 position"):
+        qa_fp.answer("Who?", "Ada lives in Oslo.", options=too_long)
+    with pytest.raises(InputError, match="exceeds the model's 512 position"):
+        bertqa.load(model="bundled", options=too_long)
+    at_limit = QAOptions(windows=WindowOptions(max_seq_len=512))
+    assert qa_fp.answer("Where does Ada live?", "Ada lives in Oslo.", options=at_limit).text == "Oslo"

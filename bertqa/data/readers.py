@@ -92,7 +92,10 @@ def _stories_from_text(path: Path) -> list[Story]:
     context = "\n".join(l for l in lines if not l.strip().startswith("Q:")).strip()
     if not context:
         raise DataError(f"data file {path} has no story text")
-    return [Story(path.stem, context, [q for q in questions if q])]
+    questions = [q for q in questions if q]
+    if not questions:
+        raise DataError(f"data file {path} has no questions: put each on a line that starts with 'Q:'")
+    return [Story(path.stem, context, questions)]
 
 
 def read_stories(path: str | Path) -> list[Story]:

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from bertqa.errors import InputError
 from bertqa.qa.decode import Answer, DecodeOptions, decode
 from bertqa.qa.windows import Tokenizer, Window, WindowOptions, check_text, collate, make_windows
 
@@ -51,15 +52,27 @@ def history_text(turns: Sequence[tuple[str, str]] | None, last: int) -> str:
 
 
 class QAPipeline:
+    """max_positions: the model's position embeddings (a window may not be longer), or None."""
+
     def __init__(self, model: Callable, tokenizer: Tokenizer, options: QAOptions | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", max_positions: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
+        self.max_positions = max_positions
         self.options = options or QAOptions()
         self.device = torch.device(device)
+        self.check_options(self.options)
+
+    def check_options(self, options: QAOptions) -> None:
+        """InputError if options' windows would be longer than the model's positions."""
+        n = options.windows.max_seq_len
+        if self.max_positions is not None and n > self.max_positions:
+            raise InputError(f"max_seq_len ({n}) exceeds the model's {self.max_positions} "
+                             "position embeddings: a window may be at most that long")
 
     def windows(self, questions, contexts, histories=None, options: QAOptions | None = None):
         opts = options or self.options
+        self.check_options(opts)
         for q in questions:
             check_text("question", q, MAX_QUESTION_CHARS)
         for c in contexts:
