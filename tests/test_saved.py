@@ -63,6 +63,22 @@ def test_what_a_saved_model_refuses(saved):
     fp = bertqa.load(model="bundled", target="customcpu", precision="fp")
     with pytest.raises(BertQAError, match="only int8 models"):
         fp.save(out.parent / "fp")
+    a_file = out.parent / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(BertQAError, match="exists and is not a directory"):
+        qa.save(a_file)
+
+
+def test_prepare_to_a_file_is_a_one_line_error_before_any_work(tmp_path):
+    """`bertqa prepare --out FILE` says so at once (it used to prepare, then raise FileExistsError)."""
+    import subprocess
+    import sys
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    r = subprocess.run([sys.executable, "-m", "bertqa", "prepare", "--model", "bundled", "--out", str(a_file)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "exists and is not a directory" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "prepared" not in r.stdout
 
 
 @pytest.mark.parametrize("edit,match", [
