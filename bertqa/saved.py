@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from bertqa.errors import BertQAError, ModelError, TargetUnavailable
+from bertqa.paths import out_dir as out_dir_checked
 from bertqa.model.loading import PREPARED_FILES, meta_model, read_config
 from bertqa.model.safetensors_io import SafetensorsFile, write_safetensors
 from bertqa.quant import QuantSpec, custom_nodes
@@ -44,23 +45,11 @@ def save_prepared(prepared: Prepared, model_dir: Path, model_name: str, out_dir:
     if prepared.device != "cpu":
         raise BertQAError(f"a model prepared for {prepared.device} holds its tensors there in another "
                           "dtype; save one prepared for --target customcpu and load it on any target")
-    out = check_out_dir(out_dir)
+    out = out_dir_checked(out_dir)
     try:
         return _write_prepared(prepared, model_dir, model_name, out)
     except OSError as e:
         raise BertQAError(f"cannot write the prepared model to {out}: {e.strerror or e}") from None
-
-
-def check_out_dir(out_dir: str | Path) -> Path:
-    """out_dir as a Path, made if missing; BertQAError if it is a file or cannot be made."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise BertQAError(f"{out} exists and is not a directory: name a directory to save the model in")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BertQAError(f"cannot make the directory {out}: {e.strerror or e}") from None
-    return out
 
 
 def _write_prepared(prepared: Prepared, model_dir: Path, model_name: str, out: Path) -> Path:

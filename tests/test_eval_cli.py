@@ -51,9 +51,14 @@ def test_eval_predictions_file_reports_questions_without_gold(tmp_path, capsys):
     (["--batch", "0"], "--batch must be >= 1"),
     (["--limit", "0"], "limit must be >= 1"),
     (["--json", "{tmp}/missing/r.json"], "its folder does not exist"),
+    (["--out", "{tmp}/a-file"], "exists and is not a directory"),
+    (["--plot", "{tmp}/plot.txt"], "cannot plot to"),
 ])
 def test_eval_errors_are_one_line(tmp_path, capsys, extra, message):
     data = write(tmp_path, squad([qa("a")]))
+    (tmp_path / "a-file").write_text("x")
+    if "--plot" in extra:
+        pytest.importorskip("matplotlib", reason="the plot's formats come from matplotlib (eval extra)")
     extra = [x.format(tmp=tmp_path) for x in extra]
     assert main(["eval", "--data", str(data), "--model", "bundled", *extra]) == 2
     err = capsys.readouterr().err.strip()

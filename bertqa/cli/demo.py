@@ -92,9 +92,9 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
             add_prepare_arguments)
 def run_prepare(args) -> int:
     import time
-    from bertqa.saved import check_out_dir
+    from bertqa.paths import out_dir
     args.target, args.precision = args.target or "customcpu", args.precision or "int"
-    check_out_dir(args.out)                  # before the minutes a large model takes to prepare
+    out_dir(args.out)                        # before the minutes a large model takes to prepare
     t0 = time.perf_counter()
     qa = load_from_args(args)
     prepared_s = time.perf_counter() - t0

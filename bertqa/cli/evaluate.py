@@ -51,7 +51,7 @@ def run_eval(args) -> int:
         raise BertQAError(f"--batch must be >= 1, got {args.batch}")
     paths = report_paths(args)
     if paths["plot"] and not args.predictions:
-        report.require_matplotlib()
+        report.require_matplotlib(paths["plot"])
     data = read_squad(args.data, args.limit)
     if data.no_gold:
         print(f"warning: {len(data.no_gold)} questions have no gold answer and are not scored: "
@@ -76,9 +76,10 @@ def run_eval(args) -> int:
 def report_paths(args) -> dict:
     """kind -> output path, checked before the run: a long run must not end on a missing folder."""
     from pathlib import Path
+    from bertqa.paths import out_dir
     paths = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
+        out_dir(args.out)
         defaults = {"json": "eval.json", "markdown": "eval.md", "plot": "eval.png"}
         paths = {k: v or str(Path(args.out) / defaults[k]) for k, v in paths.items()}
     for path in filter(None, paths.values()):

@@ -130,12 +130,21 @@ def write_markdown(path: str | Path, rows: list[dict], meta: dict) -> None:
     Path(path).write_text(format_markdown(rows, meta), encoding="utf-8")
 
 
-def require_matplotlib() -> None:
-    """Fail before a long run, not after it, when the plot cannot be drawn."""
+def require_matplotlib(path: str | Path | None = None) -> None:
+    """Fail before a long run, not after it, when the plot cannot be drawn: matplotlib missing,
+    or `path`'s suffix a format it does not write."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
     except ImportError:
         raise BertQAError("the plot needs matplotlib: pip install 'bertqa[eval]'") from None
+    if path is not None:
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+        formats = Figure().canvas.get_supported_filetypes()
+        suffix = Path(path).suffix.lower().lstrip(".")
+        if suffix not in formats:
+            raise BertQAError(f"cannot plot to {path}: name a file ending in one of "
+                              f"{', '.join('.' + f for f in sorted(formats))}")
 
 
 def write_plot(path: str | Path, rows: list[dict], meta: dict) -> bool:
