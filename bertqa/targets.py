@@ -51,7 +51,9 @@ def choose_backend(target: str, requested: str | None = None):
     reasons = []
     for name in names:
         if name not in REGISTRY:
-            reasons.append((name, "not implemented yet"))
+            why = (f"no such backend (registered: {', '.join(sorted(REGISTRY))})" if requested
+                   else "not implemented yet")
+            reasons.append((name, why))
             continue
         backend = load_backend(name)
         ok, why = backend.available()

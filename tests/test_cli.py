@@ -72,6 +72,8 @@ def test_stats_prints_the_per_layer_int8_report():
     (["--threads", "0"], "--threads must be >= 1"),
     (["--doc-stride", "1000"], "doc_stride"),
     (["--max-seq-len", "1000"], "max_seq_len (1000) exceeds the model's 512 position embeddings"),
+    (["--target", "customcpu", "--precision", "int", "--backend", "nope"],
+     "nope: no such backend (registered: aie, cpu-reference, customcpu, gpu)"),
 ])
 def test_bad_options_are_one_line_errors(args, message):
     r = run("--model", "bundled", *args)
