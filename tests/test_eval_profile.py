@@ -70,8 +70,12 @@ def test_graph_replayed_model_is_profiled_eagerly_and_restored():
     from bertqa.backends.cuda_graphs import GraphedModel
     from bertqa.model.loading import BUNDLED_DIR
     from bertqa.profile import profile_questions
+    from bertqa.qa.pipeline import QAOptions
+    from bertqa.qa.windows import WindowOptions
     config = BertConfig(**{**TINY.__dict__, "vocab_size": 30522})
-    qa = from_module(random_model(config), BUNDLED_DIR, "tiny")
+    # windows no longer than the tiny model's 64 positions (a longer max_seq_len is refused)
+    options = QAOptions(windows=WindowOptions(max_seq_len=64, doc_stride=16, max_question_len=16))
+    qa = from_module(random_model(config), BUNDLED_DIR, "tiny", options=options)
     graphed = GraphedModel(qa.pipeline.model)            # on CPU inputs it runs eagerly anyway
     qa.pipeline.model = graphed
     pairs = [("Who kept the lighthouse?", "Ada kept the lighthouse for forty years.")] * 2
