@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from bertqa import paths
 from bertqa.errors import BertQAError, ModelError, TargetUnavailable
-from bertqa.paths import out_dir as out_dir_checked
 from bertqa.model.loading import PREPARED_FILES, meta_model, read_config
 from bertqa.model.safetensors_io import SafetensorsFile, write_safetensors
 from bertqa.quant import QuantSpec, custom_nodes
@@ -45,7 +45,7 @@ def save_prepared(prepared: Prepared, model_dir: Path, model_name: str, out_dir:
     if prepared.device != "cpu":
         raise BertQAError(f"a model prepared for {prepared.device} holds its tensors there in another "
                           "dtype; save one prepared for --target customcpu and load it on any target")
-    out = out_dir_checked(out_dir)
+    out = paths.out_dir(out_dir)
     try:
         return _write_prepared(prepared, model_dir, model_name, out)
     except OSError as e:
