@@ -156,11 +156,11 @@ def format_model_table(results: list[Timing], config_label: str, threads: int,
              f"{settle_s:g} s pause before each"]
     for seq in sorted({r.seq for r in results}, reverse=True):
         rows = [r for r in results if r.seq == seq]
-        base = {r.name: r.median for r in rows}
-        fp32, ort_int8 = base.get("torch-fp32"), base.get("onnxruntime-int8")
+        by_name = {r.name: r for r in rows}
+        fp32 = by_name["torch-fp32"].median if "torch-fp32" in by_name else None
+        ort = by_name.get("onnxruntime-int8")
+        ort_int8, ort_min = (ort.median, min(ort.times_ms)) if ort and ort.times_ms else (None, None)
         lines.append(f"\nseq {seq}")
-        ort = next((r for r in rows if r.name == "onnxruntime-int8"), None)
-        ort_min = min(ort.times_ms) if ort and ort.times_ms else None
         lines.append(f"  {'configuration':18} {'median ms':>10} {'min':>9} {'max':>9} "
                      f"{'x fp32':>7} {'x ORT int8':>10} {'(of mins)':>9} {'max|dlogit|':>11}")
         for r in rows:
