@@ -19,6 +19,7 @@ from bertqa.qa.decode import Answer
 from bertqa.qa.pipeline import QAOptions, QAPipeline
 from bertqa.qa.windows import Tokenizer
 from bertqa.quant import QuantSpec, layer_summary
+from bertqa.export.layout import is_export_dir
 from bertqa.saved import is_prepared_dir, prepare_saved, save_prepared
 from bertqa.targets import TARGET_BACKENDS, Prepared, prepare_target
 
@@ -96,8 +97,16 @@ class QAModel:
         out_dir, so that `bertqa.load(model=out_dir)` starts from it without calibrating."""
         return save_prepared(self.prepared, self.model_dir, self.model_name, out_dir)
 
+    def export(self, out_dir: str | Path, scheme: str = "spec", calibrate: str | None = None,
+               qdq_weights: str | None = None) -> Path:
+        """Write this model to out_dir as ONNX (bertqa.export: schemes fp32, bf16, spec,
+        qdq-a8w8, qdq-xint8, qdq-a16w8), for `bertqa.load(model=out_dir)` (--target onnx)."""
+        from bertqa.export import export_qamodel
+        return export_qamodel(self, out_dir, scheme, calibrate, qdq_weights)
+
     def layer_summary(self) -> dict:
-        return layer_summary(self.prepared.model)
+        own = getattr(self.prepared.model, "layer_summary", None)     # an ONNX graph's op counts
+        return own() if own else layer_summary(self.prepared.model)
 
     def header(self) -> dict:
         p = self.prepared
@@ -109,7 +118,8 @@ class QAModel:
 def load(model: str | None = None, target: str | None = None, precision: str | None = None,
          spec: QuantSpec | str | None = None, threads: int | None = None, backend: str | None = None,
          options: QAOptions | None = None, fallback_to_bundled: bool = False,
-         aie_device: str | None = None, attention: str | None = None) -> QAModel:
+         aie_device: str | None = None, attention: str | None = None,
+         onnx_provider: str | None = None, onnx_provider_options: dict | None = None) -> QAModel:
     """Load `model` (None: the seed's BERT-large from the hub cache; 'bundled'; a directory; a hub
     id; a directory written by QAModel.save) and prepare it for target/precision (default cpu
     and fp; for a saved model, the target it was saved for and int). With fallback_to_bundled,
@@ -117,7 +127,8 @@ def load(model: str | None = None, target: str | None = None, precision: str | N
     `aie_device` ('auto', 'emulator' or 'npu'; None means auto) picks what runs --target aie's
     tiles. `attention` ('auto', 'fp32', 'bf16'; None means auto) picks what computes attention on
     the host (bertqa.attention). Custom targets read a safetensors checkpoint one Linear layer at
-    a time."""
+    a time. A directory written by `bertqa export` runs on --target onnx (ONNX Runtime, provider
+    `onnx_provider`, default CPU; bertqa.export.runtime)."""
     notes = []
     try:
         model_dir = resolve_model(model)
@@ -127,6 +138,11 @@ def load(model: str | None = None, target: str | None = None, precision: str | N
         notes.append(f"{e}; using the bundled model {BUNDLED_DIR.name} instead "
                      "(choose another with --model DIR_OR_HUB_ID)")
         model_dir = BUNDLED_DIR
+    if target == "onnx" or is_export_dir(model_dir) or onnx_provider:
+        from bertqa.export.runtime import load_exported
+        return load_exported(model_dir, target, precision, threads, options, onnx_provider,
+                             onnx_provider_options, spec=spec, backend=backend,
+                             aie_device=aie_device, attention=attention)
     backend_options = {"aie_device": aie_device} if aie_device else None
     if is_prepared_dir(model_dir):
         return load_saved(model_dir, target, precision, spec, threads, backend, options, backend_options,

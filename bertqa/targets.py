@@ -5,6 +5,8 @@
     customcpu fp    every Linear a custom node with fp32 compute (SPEC-quant section 6)
     customcpu int   every Linear a SPEC-quant int8 node on the native kernel (or the reference)
     aie, gpu        custom nodes on an accelerator backend (see their backends)
+    onnx            a directory written by `bertqa export`, run by ONNX Runtime (bertqa.export.runtime;
+                    bertqa.load dispatches it before prepare_target)
 
 The custom targets are the same module swap on different backends; a target lists backends in
 order of preference and takes the first that is available here, saying why it skipped others.
@@ -23,7 +25,7 @@ from bertqa.errors import TargetUnavailable
 from bertqa.quant import QuantSpec, custom_nodes, flush_stats, quantize_model
 from bertqa.quant.streaming import quantize_streaming
 
-TARGETS = ("cpu", "customcpu", "aie", "gpu")
+TARGETS = ("cpu", "customcpu", "aie", "gpu", "onnx")
 PRECISIONS = ("fp", "int")
 # target -> Linear backends by preference
 TARGET_BACKENDS = {
@@ -96,6 +98,8 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
         raise TargetUnavailable(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if precision not in PRECISIONS:
         raise TargetUnavailable(f"unknown precision {precision!r}; choose fp or int")
+    if target == "onnx":
+        raise TargetUnavailable("--target onnx runs a directory written by `bertqa export` (--model DIR)")
     if target == "cpu":
         assert fetchers is None and build_nodes is None, "--target cpu needs the fp32 model"
         if backend or backend_options:

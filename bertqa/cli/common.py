@@ -32,6 +32,9 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
     g.add_argument("--aie-device", choices=("auto", "emulator", "npu"), default=None,
                    help="with --target aie: run the tiles on the NPU or on the tile-exact emulator "
                         "(default auto: the NPU where one is found)")
+    g.add_argument("--onnx-provider", default=None, metavar="PROVIDER",
+                   help="with --target onnx (a `bertqa export` directory): the ONNX Runtime execution "
+                        "provider, e.g. CPUExecutionProvider (default) or VitisAIExecutionProvider")
     q = p.add_argument_group("question answering")
     q.add_argument("--max-seq-len", type=int, default=384)
     q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by consecutive windows")
@@ -69,7 +72,7 @@ def load_from_args(args, fallback_to_bundled: bool = False):
     return bertqa.load(model=args.model, target=args.target, precision=args.precision, spec=spec,
                        threads=args.threads, backend=args.backend, options=qa_options(args),
                        fallback_to_bundled=fallback_to_bundled, aie_device=args.aie_device,
-                       attention=args.attention)
+                       attention=args.attention, onnx_provider=getattr(args, "onnx_provider", None))
 
 
 def print_header(qa, title: str) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from bertqa.errors import ModelError, ModelUnavailable
+from bertqa.export.layout import MANIFEST as EXPORT_MANIFEST, MODEL_FILE as EXPORT_MODEL
 from bertqa.model.bert import BertConfig, BertForQA
 from bertqa.model.safetensors_io import SafetensorsFile
 
@@ -44,6 +45,9 @@ def check_model_dir(path: Path) -> Path:
     if (path / PREPARED_FILES[0]).is_file():
         if not (path / PREPARED_FILES[1]).is_file():
             missing.append(PREPARED_FILES[1])
+    elif (path / EXPORT_MANIFEST).is_file():                  # an ONNX export (bertqa.export)
+        if not (path / EXPORT_MODEL).is_file():
+            missing.append(EXPORT_MODEL)
     elif not any((path / f).is_file() for f in WEIGHT_FILES):
         missing.append(" or ".join(WEIGHT_FILES))
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
