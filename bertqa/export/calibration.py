@@ -90,3 +90,17 @@ def activation_amax(model: nn.Module, calibration: Calibration) -> dict[str, flo
         for layer, core in zip(model.layers, saved):
             layer.attention.core = core
     return amax
+
+
+def save_windows(export_dir: str, path: str, calibrate: str | None = None) -> int:
+    """The calibration windows for export_dir's tokenizer as an .npz (input_ids_0, ...), for
+    quantizers that run outside bertqa's environment (scripts/quark_quantize_export.py)."""
+    import numpy as np
+    from pathlib import Path
+
+    from bertqa.qa.windows import Tokenizer
+    cal = calibration_windows(Tokenizer(Path(export_dir)), path=calibrate)
+    arrays = {f"{name}_{i}": t.numpy() for i, w in enumerate(cal.windows)
+              for name, t in zip(("input_ids", "token_type_ids", "attention_mask"), w)}
+    np.savez(path, **arrays)
+    return len(cal.windows)
