@@ -117,6 +117,9 @@ def profile_questions(qa, pairs: Sequence[tuple[str, str]]) -> dict:
     """Answer (question, context) pairs one at a time under the profiler; the summary plus
     'total' (wall seconds for all questions), 'questions' and 'notes'."""
     assert pairs, "profile needs at least one question"
+    if not isinstance(qa.pipeline.model, nn.Module):          # --target onnx: ORT's own profiler
+        from bertqa.export.profiling import profile_onnx
+        return profile_onnx(qa, pairs)
     sync, notes = None, []
     if str(qa.prepared.device).startswith("cuda"):
         import torch
@@ -142,6 +145,9 @@ def profile_questions(qa, pairs: Sequence[tuple[str, str]]) -> dict:
 
 def format_profile(summary: dict) -> str:
     """The summary as a table: ms, share of all time, calls."""
+    if summary.get("kind") == "onnx":
+        from bertqa.export.profiling import format_onnx_profile
+        return format_onnx_profile(summary)
     total = summary["total"]
     lines = [f"{summary['questions']} questions, {summary['forwards']} forward passes, "
              f"{total * 1e3:.1f} ms in all ({total * 1e3 / summary['questions']:.1f} ms per question)",

@@ -142,6 +142,8 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
 def int8_layer_report(model: nn.Module) -> list[dict]:
     """Per custom node: name, K, N, shift, saturation count and rate, time in the backend."""
     rows = []
+    if not isinstance(model, nn.Module):                       # --target onnx: no custom nodes
+        return rows
     flush_stats(model)                                         # counters kept on a device
     for node in custom_nodes(model):
         lw, st = node.lw, node.stats

@@ -32,7 +32,7 @@ def main() -> int:
     import quark
     from onnxruntime.quantization import CalibrationDataReader
     from quark.onnx import ModelQuantizer
-    from quark.onnx.quantization.config.config import Config
+    from quark.onnx.quantization.config import Config, get_default_config
 
     data = np.load(args.windows)
     n = len([k for k in data.files if k.startswith("input_ids_")])
@@ -57,7 +57,7 @@ def main() -> int:
     for f in args.src.iterdir():
         if f.name not in ("model.onnx", "model.onnx.data", MANIFEST):
             shutil.copyfile(f, tmp / f.name)
-    quantizer = ModelQuantizer(Config.get_default_config(args.config))
+    quantizer = ModelQuantizer(Config(global_quant_config=get_default_config(args.config)))
     quantizer.quantize_model(str(args.src / "model.onnx"), str(tmp / "model.onnx"), Reader())
     manifest = json.loads((args.src / MANIFEST).read_text())
     manifest.update(scheme="external", precision="int",

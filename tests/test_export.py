@@ -202,3 +202,12 @@ def test_onnx_target_needs_an_export_and_refuses_torch_options(exports):
         bertqa.load(model=str(exports["fp32"]), backend="customcpu")
     with pytest.raises(TargetUnavailable, match="not --precision int"):
         bertqa.load(model=str(exports["fp32"]), precision="int")
+
+
+def test_profile_reads_onnx_runtime_kernel_times(exports, demo_pairs):
+    from bertqa.profile import format_profile, profile_questions
+    qa = bertqa.load(model=str(exports["spec"]))
+    summary = profile_questions(qa, demo_pairs[:2])
+    assert summary["kind"] == "onnx" and summary["forwards"] == 2
+    assert summary["ops"]["MatMulInteger"][1] == 2 * 25 and summary["forward"] <= summary["total"]
+    assert "MatMulInteger" in format_profile(summary)
