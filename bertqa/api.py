@@ -138,7 +138,7 @@ def load(model: str | None = None, target: str | None = None, precision: str | N
         notes.append(f"{e}; using the bundled model {BUNDLED_DIR.name} instead "
                      "(choose another with --model DIR_OR_HUB_ID)")
         model_dir = BUNDLED_DIR
-    if target == "onnx" or is_export_dir(model_dir) or onnx_provider:
+    if target == "onnx" or is_export_dir(model_dir) or onnx_provider or onnx_provider_options:
         from bertqa.export.runtime import load_exported
         return load_exported(model_dir, target, precision, threads, options, onnx_provider,
                              onnx_provider_options, spec=spec, backend=backend,

@@ -35,6 +35,9 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
     g.add_argument("--onnx-provider", default=None, metavar="PROVIDER",
                    help="with --target onnx (a `bertqa export` directory): the ONNX Runtime execution "
                         "provider, e.g. CPUExecutionProvider (default) or VitisAIExecutionProvider")
+    g.add_argument("--onnx-provider-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="with --target onnx: an option for the execution provider (repeatable), e.g. "
+                        "the VitisAI EP's config or cache options (see docs/ryzen-ai.md)")
     q = p.add_argument_group("question answering")
     q.add_argument("--max-seq-len", type=int, default=384)
     q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by consecutive windows")
@@ -72,7 +75,21 @@ def load_from_args(args, fallback_to_bundled: bool = False):
     return bertqa.load(model=args.model, target=args.target, precision=args.precision, spec=spec,
                        threads=args.threads, backend=args.backend, options=qa_options(args),
                        fallback_to_bundled=fallback_to_bundled, aie_device=args.aie_device,
-                       attention=args.attention, onnx_provider=getattr(args, "onnx_provider", None))
+                       attention=args.attention, onnx_provider=getattr(args, "onnx_provider", None),
+                       onnx_provider_options=provider_options(getattr(args, "onnx_provider_option", None)))
+
+
+def provider_options(items) -> dict | None:
+    """['key=value', ...] -> {'key': 'value'} (ONNX Runtime takes provider options as strings)."""
+    if not items:
+        return None
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BertQAError(f"--onnx-provider-option takes KEY=VALUE, got {item!r}")
+        options[key.strip()] = value.strip()
+    return options
 
 
 def print_header(qa, title: str) -> None:
