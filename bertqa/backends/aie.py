@@ -185,6 +185,11 @@ class AIEBackend(LinearBackend):
             self._device, self._label = open_device(self.device_choice)
         return self._device
 
+    @property
+    def emulated(self) -> bool:
+        """True where the tiles run on the TileEmulator, not on an NPU."""
+        return isinstance(self.tile_device, TileEmulator)
+
     def describe(self) -> str:
         self.tile_device                                         # noqa: B018
         gelu = "; host GELU: native" if self.gelu == "native" else ""
