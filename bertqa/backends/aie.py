@@ -195,6 +195,11 @@ class AIEBackend(LinearBackend):
         gelu = "; host GELU: native" if self.gelu == "native" else ""
         return f"aie int8 tile GEMMs; AIE device: {self._label}{gelu}"
 
+    def kernel_name(self, layer: AIELayer) -> str:
+        """What runs one prepared layer, in words (for `bertqa structure`)."""
+        where = "tile emulator" if self.emulated else "NPU"
+        return f"int8 GEMM in {layer.kt}x{layer.nt} tiles ({where}), host quantize/dequant"
+
     def prepare(self, lw: LinearWeights) -> AIELayer:
         assert lw.precision == "int", f"{lw.name}: the AIE tiles compute int8 only (--precision int)"
         kt, nt = choose_tile(lw.in_features, lw.out_features, self.kernels)

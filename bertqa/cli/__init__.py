@@ -14,7 +14,7 @@ from bertqa.errors import BertQAError
 
 from bertqa.cli.common import NO_ANSWER  # noqa: F401
 from bertqa.cli.registry import SUBCOMMANDS, subcommand  # noqa: F401
-from bertqa.cli import demo, ask, evaluate, bench, serve  # noqa: F401  (registers the subcommands)
+from bertqa.cli import demo, ask, evaluate, bench, serve, structure  # noqa: F401  (registers the subcommands)
 from bertqa.cli.values import Parser
 
 

@@ -30,8 +30,15 @@ def run_demo(args) -> int:
     stories = read_stories(args.data) if args.data else builtin_stories()
     if args.questions is not None and args.questions < 1:
         raise BertQAError(f"--questions must be >= 1, got {args.questions}")
+    if args.structure:
+        from bertqa.cli.structure import check_out
+        check_out(args.structure)
     qa = load_from_args(args, fallback_to_bundled=args.model is None)
     print_header(qa, "bertqa demo")
+    if args.structure:
+        from bertqa.cli.structure import draw_structure
+        print()
+        draw_structure(qa, args.structure)
     asked = 0
     for story in stories:
         if args.questions is not None and asked >= args.questions:
