@@ -62,7 +62,7 @@ def _shape(x) -> tuple:
     return ()
 
 
-def _host_kernels(model: nn.Module):
+def host_kernels(model: nn.Module):
     """(module path, module, attribute, function) for each function held by a module."""
     for path, module in model.named_modules():
         for attr, value in vars(module).items():
@@ -134,7 +134,7 @@ def trace_steps(model: nn.Module, inputs: tuple, host_labels: dict[str, str]) ->
     for name, module in model.named_modules():
         if name and _is_leaf(module):
             handles.append(module.register_forward_hook(hook(name, module)))
-    for path, module, attr, fn in list(_host_kernels(model)):
+    for path, module, attr, fn in list(host_kernels(model)):
         restore.append((module, attr, fn))
         setattr(module, attr, wrap(path, attr, fn))
     try:

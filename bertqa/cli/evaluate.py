@@ -127,8 +127,9 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions", type=int, default=None, help="ask at most N questions in all")
 
 
-@subcommand("profile", "time a forward pass by layer type: Linear (and backend parts), attention, "
-            "the rest; int8 shifts and saturation per layer", add_profile_arguments)
+@subcommand("profile", "time a forward pass by layer type: Linear (and backend parts), the host "
+            "kernels by what runs them, embeddings, the rest; int8 shifts and saturation per layer "
+            "(after a few unprofiled questions)", add_profile_arguments)
 def run_profile(args) -> int:
     from bertqa.data.readers import builtin_stories, read_stories
     from bertqa.profile import format_profile, profile_questions
