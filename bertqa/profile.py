@@ -1,13 +1,17 @@
 """Where a forward pass spends its time: the Linear layers by type (and the parts their backend
-reports), attention, the rest of the model, and the QA work outside it.
+reports), the host kernels (attention, residual + LayerNorm: named by what runs them), the other
+modules (embeddings, an unfused GELU), what is left, and the QA work outside the model.
 
 Timing uses forward hooks that exist only inside `ForwardProfiler`, so an unprofiled model runs
 untouched. A Linear layer's time is its module's wall time, whatever runs it (nn.Linear, PyTorch's
 dynamic int8 Linear, a custom node); for custom nodes the time inside the backend and its parts
 (`stats.parts`, e.g. quantize/gemm/dequant, when the backend fills them) are shown beneath.
-Attention is each attention module's time minus its Linear layers' time: SDPA, the head
-reshapes, the residual add and the LayerNorm. The model knows nothing of this; modules are
-recognised by kind (Linear) and by class name (`...Attention`).
+Host kernels are the functions a module holds (SelfAttention.core, add_norm: bertqa.structure),
+timed by wrapping them while profiling. Attention glue is each attention module's time minus its
+Linear layers and host kernels (head split, reshapes). The rest is the forward's time outside all
+of these (the mask, Python between modules). The model knows nothing of this; modules are
+recognised by kind (Linear, activations, the model's other top-level children) and by class name
+(`...Attention`). Each profile first answers a few questions unprofiled (WARMUP_QUESTIONS).
 
 On a device that computes asynchronously (CUDA) every clock read synchronises, and the custom
 nodes' own backend seconds (host time: kernel launches) are not shown. A model replayed from
@@ -23,6 +27,10 @@ from torch import nn
 
 from bertqa.quant import CustomLinear, custom_nodes
 from bertqa.quant.linear import flush_stats
+from bertqa.structure import HOST_ROLES, host_kernels
+
+ACTIVATIONS = (nn.GELU, nn.ReLU, nn.Tanh, nn.SiLU)
+WARMUP_QUESTIONS = 3         # answered unprofiled first: allocations, kernel choice, pools
 
 
 def is_linear(module: nn.Module) -> bool:
@@ -52,6 +60,13 @@ class ForwardProfiler:
         self.calls: dict[str, int] = defaultdict(int)
         self.linears = [n for n, m in model.named_modules() if is_linear(m)]
         self.attention = [n for n, m in model.named_modules() if is_attention(m)]
+        # timed as themselves: activations, and the model's top-level children that are
+        # neither Linear layers nor the list of layers (embeddings)
+        self.others = [n for n, m in model.named_modules() if isinstance(m, ACTIVATIONS)] + \
+            [n for n, m in model.named_children() if not is_linear(m) and not isinstance(m, nn.ModuleList)]
+        self.host = list(host_kernels(model))             # (path, module, attribute, function)
+        self.host_seconds: dict[str, float] = defaultdict(float)   # 'path.attribute' -> s
+        self.host_calls: dict[str, int] = defaultdict(int)
         self._start: dict[str, float] = {}
         self._handles = []
 
@@ -69,10 +84,22 @@ class ForwardProfiler:
             self.calls[name] += 1
         self._handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
 
+    def _wrap(self, key: str, fn):
+        def timed(*args, **kwargs):
+            t0 = self._clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.host_seconds[key] += self._clock() - t0
+                self.host_calls[key] += 1
+        return timed
+
     def __enter__(self) -> "ForwardProfiler":
         modules = dict(self.model.named_modules())
-        for name in ["", *self.linears, *self.attention]:
+        for name in ["", *self.linears, *self.attention, *self.others]:
             self._hook(name, modules[name])
+        for path, module, attr, fn in self.host:
+            setattr(module, attr, self._wrap(f"{path}.{attr}" if path else attr, fn))
         for node in custom_nodes(self.model):
             node.stats.reset()
         return self
@@ -81,10 +108,14 @@ class ForwardProfiler:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for _path, module, attr, fn in self.host:
+            setattr(module, attr, fn)
 
     def summary(self) -> dict:
         """{'linear': {type: {'seconds', 'calls', 'backend', 'parts'}}, 'linear_total',
-        'attention', 'rest', 'forward', 'forwards'} in seconds."""
+        'host': {attribute: {'seconds', 'calls', 'kernels'}}, 'modules': {kind: {'seconds',
+        'calls'}}, 'attention' (glue), 'rest', 'forward', 'forwards'} in seconds; linear_total,
+        host, modules, attention and rest add up to forward."""
         nodes = {n.lw.name: n for n in custom_nodes(self.model)}
         by_type: dict[str, dict] = {}
         for name in self.linears:
@@ -98,13 +129,33 @@ class ForwardProfiler:
                 for part, s in node.stats.parts.items():
                     row["parts"][part] += s
         linear_total = sum(self.seconds[n] for n in self.linears)
-        inner = sum(self.seconds[n] for n in self.linears
-                    if any(n.startswith(a + ".") for a in self.attention))
+        host: dict[str, dict] = {}
+        for path, _module, attr, fn in self.host:
+            key = f"{path}.{attr}" if path else attr
+            row = host.setdefault(attr, {"seconds": 0.0, "calls": 0, "kernels": set()})
+            row["seconds"] += self.host_seconds[key]
+            row["calls"] += self.host_calls[key]
+            row["kernels"].add(fn.__name__)
+        modules: dict[str, dict] = {}
+        kinds = dict(self.model.named_modules())
+        for name in self.others:
+            kind = f"{layer_type(name)} ({type(kinds[name]).__name__})" if "." in name else name
+            row = modules.setdefault(kind, {"seconds": 0.0, "calls": 0})
+            row["seconds"] += self.seconds[name]
+            row["calls"] += self.calls[name]
+
+        def inside_attention(name: str) -> bool:
+            return any(name.startswith(a + ".") for a in self.attention)
+        inner = sum(self.seconds[n] for n in self.linears if inside_attention(n)) + \
+            sum(self.host_seconds[k] for k in self.host_seconds if inside_attention(k))
         attention = sum(self.seconds[a] for a in self.attention) - inner
         forward = self.seconds[""]
-        return {"linear": by_type, "linear_total": linear_total, "attention": attention,
-                "rest": forward - linear_total - attention, "forward": forward,
-                "forwards": self.calls[""]}
+        accounted = linear_total + attention + sum(r["seconds"] for r in host.values()) + \
+            sum(r["seconds"] for r in modules.values())
+        return {"linear": by_type, "linear_total": linear_total, "host": host, "modules": modules,
+                "attention": attention, "rest": forward - accounted, "forward": forward,
+                "forwards": self.calls[""],
+                "fused_gelu": [n.lw.name for n in custom_nodes(self.model) if n.lw.gelu]}
 
 
 def eager_model(model: nn.Module) -> nn.Module:
@@ -113,9 +164,16 @@ def eager_model(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, GraphedModel) else model
 
 
-def profile_questions(qa, pairs: Sequence[tuple[str, str]]) -> dict:
-    """Answer (question, context) pairs one at a time under the profiler; the summary plus
-    'total' (wall seconds for all questions), 'questions' and 'notes'."""
+def host_labels(qa) -> dict[str, str]:
+    """Host kernel attribute -> what runs it, in words, from the model's header."""
+    attention, _, norm = qa.header()["attention"].partition(", ")
+    return {"core": attention, "add_norm": norm or "PyTorch add, then LayerNorm"}
+
+
+def profile_questions(qa, pairs: Sequence[tuple[str, str]], warmup: int = WARMUP_QUESTIONS) -> dict:
+    """Answer (question, context) pairs one at a time under the profiler, after `warmup` of them
+    unprofiled; the summary plus 'total' (wall seconds for all questions), 'questions',
+    'labels' (host_labels) and 'notes'."""
     assert pairs, "profile needs at least one question"
     if not isinstance(qa.pipeline.model, nn.Module):          # --target onnx: ORT's own profiler
         from bertqa.export.profiling import profile_onnx
@@ -131,7 +189,8 @@ def profile_questions(qa, pairs: Sequence[tuple[str, str]]) -> dict:
         notes.append("CUDA graphs off while profiling: the model runs eagerly, module by module")
     qa.pipeline.model = model
     try:
-        qa.answer(*pairs[0])                               # warm-up, not profiled
+        for question, context in list(pairs)[:max(1, warmup)]:    # warm-up, not profiled
+            qa.answer(question, context)
         with ForwardProfiler(model, sync) as prof:
             t0 = time.perf_counter()
             for question, context in pairs:
@@ -140,7 +199,8 @@ def profile_questions(qa, pairs: Sequence[tuple[str, str]]) -> dict:
         flush_stats(model)                                 # device-side saturation counters
     finally:
         qa.pipeline.model = graphed
-    return {**prof.summary(), "total": total, "questions": len(pairs), "notes": notes}
+    return {**prof.summary(), "total": total, "questions": len(pairs), "labels": host_labels(qa),
+            "notes": notes}
 
 
 def format_profile(summary: dict) -> str:
@@ -151,10 +211,10 @@ def format_profile(summary: dict) -> str:
     total = summary["total"]
     lines = [f"{summary['questions']} questions, {summary['forwards']} forward passes, "
              f"{total * 1e3:.1f} ms in all ({total * 1e3 / summary['questions']:.1f} ms per question)",
-             f"{'':48} {'ms':>10} {'share':>7} {'calls':>7}"]
+             f"{'':56} {'ms':>10} {'share':>7} {'calls':>7}"]
 
     def add(label: str, seconds: float, calls: int | str = "") -> None:
-        lines.append(f"{label:48} {seconds * 1e3:10.1f} {100 * seconds / total:6.1f}% {calls:>7}")
+        lines.append(f"{label:56} {seconds * 1e3:10.1f} {100 * seconds / total:6.1f}% {calls:>7}")
 
     for kind, row in summary["linear"].items():
         add(f"Linear {kind}", row["seconds"], row["calls"])
@@ -163,8 +223,17 @@ def format_profile(summary: dict) -> str:
         for part, s in sorted(row["parts"].items()):
             add(f"      {part}", s)
     add("Linear, all layers", summary["linear_total"])
-    add("attention (SDPA, head reshapes, residual, norm)", summary["attention"])
-    add("rest of the model (embeddings, GELU, FFN norm)", summary["rest"])
+    labels = summary.get("labels", {})
+    for attr, row in summary.get("host", {}).items():
+        role = HOST_ROLES.get(attr, attr)
+        runs = labels.get(attr) or ", ".join(sorted(row["kernels"]))
+        add(f"{role}: {runs}"[:56], row["seconds"], row["calls"])
+    add("attention glue (head split, reshapes)", summary["attention"])
+    for kind, row in summary.get("modules", {}).items():
+        add(kind, row["seconds"], row["calls"])
+    if summary.get("fused_gelu"):
+        lines.append(f"GELU: fused into Linear {layer_type(summary['fused_gelu'][0])} (in its time)")
+    add("rest of the forward (mask, Python between modules)", summary["rest"])
     add("model forward", summary["forward"], summary["forwards"])
     add("outside the model (tokenize, windows, decode)", total - summary["forward"])
     return "\n".join(lines + [f"note: {n}" for n in summary.get("notes", [])])

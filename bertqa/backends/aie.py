@@ -185,10 +185,20 @@ class AIEBackend(LinearBackend):
             self._device, self._label = open_device(self.device_choice)
         return self._device
 
+    @property
+    def emulated(self) -> bool:
+        """True where the tiles run on the TileEmulator, not on an NPU."""
+        return isinstance(self.tile_device, TileEmulator)
+
     def describe(self) -> str:
         self.tile_device                                         # noqa: B018
         gelu = "; host GELU: native" if self.gelu == "native" else ""
         return f"aie int8 tile GEMMs; AIE device: {self._label}{gelu}"
+
+    def kernel_name(self, layer: AIELayer) -> str:
+        """What runs one prepared layer, in words (for `bertqa structure`)."""
+        where = "tile emulator" if self.emulated else "NPU"
+        return f"int8 GEMM in {layer.kt}x{layer.nt} tiles ({where}), host quantize/dequant"
 
     def prepare(self, lw: LinearWeights) -> AIELayer:
         assert lw.precision == "int", f"{lw.name}: the AIE tiles compute int8 only (--precision int)"

@@ -206,6 +206,13 @@ class CustomCPUBackend(LinearBackend):
         return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads, "
                 f"OpenMP: {os.path.basename(nat.openmp_runtime())}{gelu})")
 
+    def kernel_name(self, handle) -> str:
+        """What runs one prepared layer, in words (for `bertqa structure`)."""
+        if isinstance(handle, LinearWeights):
+            return "torch linear, fp32"
+        gelu = " + GELU epilogue" if handle.lw.gelu and not handle.gelu_after else ""
+        return f"native int8 GEMM, {handle.packed.path} path{gelu}"
+
     def calibrator(self) -> LinearBackend:
         """This backend with torch's GELU (the calibration forward applies torch's), on the same
         ISA path; the reference where the native kernel cannot run here."""

@@ -1,7 +1,9 @@
-"""The command line: `bertqa {demo,prepare,eval,profile,bench,serve,export}`; `python run.py` is `bertqa demo`.
+"""The command line: `bertqa {demo,ask,prepare,eval,profile,bench,serve,structure,export}`; `python
+run.py` is `bertqa demo`.
 
 A thin layer: each subcommand is a short function over the library API. Errors the user can
-fix (BertQAError, bad option values) print one line and exit 2, never a traceback.
+fix (BertQAError, bad option values, argparse's usage errors) print one line and exit 2, never a
+traceback.
 """
 from __future__ import annotations
 
@@ -12,14 +14,17 @@ from bertqa.errors import BertQAError
 
 from bertqa.cli.common import NO_ANSWER  # noqa: F401
 from bertqa.cli.registry import SUBCOMMANDS, subcommand  # noqa: F401
-from bertqa.cli import demo, evaluate, bench, serve, export  # noqa: F401  (registers the subcommands)
+from bertqa.cli import demo, ask, evaluate, bench, serve, structure, export  # noqa: F401  (registers the subcommands)
+from bertqa.cli.values import Parser
 
 
 # -- entry point --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bertqa", description="Extractive question answering with "
-                                     "BERT, Linear layers as int8 custom nodes on pluggable backends.")
+    from bertqa import __version__
+    parser = Parser(prog="bertqa", description="Extractive question answering with "
+                    "BERT, Linear layers as int8 custom nodes on pluggable backends.")
+    parser.add_argument("--version", action="version", version=f"bertqa {__version__}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, _) in SUBCOMMANDS.items():
         add_arguments(subs.add_parser(name, help=help_text, description=help_text))
@@ -28,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["demo", *argv]                   # `bertqa --target ...` is the demo, like run.py
     args = build_parser().parse_args(argv)
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from bertqa.cli.values import finite_float, non_negative_int, positive_int
 from bertqa.errors import BertQAError
 
 NO_ANSWER = "I am unable to find the answer to this question. Can you please ask another question?"
@@ -39,16 +40,22 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
                    help="with --target onnx: an option for the execution provider (repeatable), e.g. "
                         "the VitisAI EP's config or cache options (see docs/ryzen-ai.md)")
     q = p.add_argument_group("question answering")
-    q.add_argument("--max-seq-len", type=int, default=384)
-    q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by consecutive windows")
-    q.add_argument("--max-question-len", type=int, default=64)
-    q.add_argument("--max-answer-len", type=int, default=30, help="in tokens")
-    q.add_argument("--n-best", type=int, default=20)
-    q.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    q.add_argument("--max-seq-len", type=positive_int, default=384,
+                   help="tokens per window: question, context part and 3 special tokens (default: %(default)s)")
+    q.add_argument("--doc-stride", type=non_negative_int, default=128,
+                   help="tokens shared by consecutive windows (default: %(default)s)")
+    q.add_argument("--max-question-len", type=positive_int, default=64,
+                   help="question tokens kept in a window (default: %(default)s)")
+    q.add_argument("--max-answer-len", type=positive_int, default=30,
+                   help="longest answer, in tokens (default: %(default)s)")
+    q.add_argument("--n-best", type=positive_int, default=20,
+                   help="start and end candidates per window (default: %(default)s)")
+    q.add_argument("--batch-size", type=positive_int, default=16,
+                   help="windows per forward pass (default: %(default)s)")
     q.add_argument("--allow-no-answer", action="store_true", help="SQuAD v2 style: may answer nothing")
-    q.add_argument("--null-threshold", type=float, default=0.0,
-                   help="with --allow-no-answer: answer nothing when null - best span logit exceeds this")
-
+    q.add_argument("--null-threshold", type=finite_float, default=0.0,
+                   help="with --allow-no-answer: answer nothing when null - best span logit exceeds "
+                        "this (default: %(default)s)")
 
 def qa_options(args):
     from bertqa.qa.decode import DecodeOptions
@@ -58,7 +65,7 @@ def qa_options(args):
         return QAOptions(
             windows=WindowOptions(args.max_seq_len, args.doc_stride, args.max_question_len),
             decode=DecodeOptions(args.n_best, args.max_answer_len, args.allow_no_answer, args.null_threshold),
-            batch_size=max(1, args.batch_size))
+            batch_size=args.batch_size)
     except ValueError as e:
         raise BertQAError(str(e)) from None
 

@@ -5,6 +5,7 @@ import argparse
 
 from bertqa.cli.registry import subcommand
 from bertqa.cli.common import NO_ANSWER, add_model_options, load_from_args, print_header
+from bertqa.cli.values import non_negative_int
 from bertqa.errors import BertQAError
 
 # -- demo ---------------------------------------------------------------------------------------
@@ -15,9 +16,11 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
                    help="stories to ask about: CoQA or SQuAD JSON, or a text file with 'Q:' lines "
                         "(default: the built-in stories)")
     p.add_argument("--questions", type=int, default=None, help="ask at most N questions in all")
-    p.add_argument("--history", type=int, default=0,
+    p.add_argument("--history", type=non_negative_int, default=0,
                    help="prepend the last N question/answer turns of a story to each question")
     p.add_argument("--stats", action="store_true", help="print the per-layer int8 report at the end")
+    p.add_argument("--structure", default=None, metavar="FILE",
+                   help="also draw the prepared model to FILE.png and FILE.svg (see `bertqa structure`)")
 
 
 @subcommand("demo", "answer questions about stories (the seed's run.py)", add_demo_arguments)
@@ -27,8 +30,15 @@ def run_demo(args) -> int:
     stories = read_stories(args.data) if args.data else builtin_stories()
     if args.questions is not None and args.questions < 1:
         raise BertQAError(f"--questions must be >= 1, got {args.questions}")
+    if args.structure:
+        from bertqa.cli.structure import check_out
+        check_out(args.structure)
     qa = load_from_args(args, fallback_to_bundled=args.model is None)
     print_header(qa, "bertqa demo")
+    if args.structure:
+        from bertqa.cli.structure import draw_structure
+        print()
+        draw_structure(qa, args.structure)
     asked = 0
     for story in stories:
         if args.questions is not None and asked >= args.questions:
@@ -92,14 +102,15 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
             add_prepare_arguments)
 def run_prepare(args) -> int:
     import time
-    from bertqa.paths import out_dir
+    from bertqa.paths import out_dir_undone_on_error
     args.target, args.precision = args.target or "customcpu", args.precision or "int"
-    out_dir(args.out)                        # before the minutes a large model takes to prepare
-    t0 = time.perf_counter()
-    qa = load_from_args(args)
-    prepared_s = time.perf_counter() - t0
-    out = qa.save(args.out)
+    # the folder is checked before the minutes a large model takes to prepare, and removed again
+    # if preparing or saving fails
+    with out_dir_undone_on_error(args.out):
+        t0 = time.perf_counter()
+        qa = load_from_args(args)
+        prepared_s = time.perf_counter() - t0
+        out = qa.save(args.out)
     print(f"prepared {qa.model_name} for --target {qa.target} ({qa.header()['quantization']}) "
           f"in {prepared_s:.1f} s; saved to {out} in {time.perf_counter() - t0 - prepared_s:.1f} s")
     return 0
-

@@ -14,14 +14,20 @@ from bertqa.errors import BertQAError
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--data", required=True, help="SQuAD v1.1 or v2.0 JSON file")
+    g.add_argument("--data", required=True,
+                   help="SQuAD v1.1 or v2.0 JSON file, or a CoQA file (scored with CoQA's F1, "
+                        "yes/no/unknown turns apart)")
     g.add_argument("--limit", type=int, default=None, help="the first N questions of the file, in file order")
     g.add_argument("--compare", default=None, metavar="T:P[:SPEC][:attn=MODE],...",
                    help="configurations to run over the same questions, e.g. cpu:fp,cpu:int,"
                         "customcpu:int:channel-row,customcpu:int:attn=fp32; the first is the "
-                        "reference for dF1 and 'same answer'")
+                        "reference for dF1 and 'same answer'. All are loaded at once, warmed "
+                        "up, and take turns question by question, so latencies are comparable")
     g.add_argument("--predictions", default=None, metavar="PREDS.json",
-                   help="score this {question id: answer text} file instead of running a model")
+                   help="score this {question id: answer text} file instead of running a model "
+                        "(for CoQA also the official [{id, turn_id, answer}] list)")
+    g.add_argument("--predictions-out", default=None, metavar="FILE.json",
+                   help="write every question's answer per configuration, with its EM, F1 and latency")
     g.add_argument("--batch", type=int, default=1,
                    help="questions per answer_batch call: 1 (default) times each question alone; "
                         "N > 1 runs faster and reports latency amortized over the batch")
@@ -38,26 +44,28 @@ def load_config(args, config):
     """The model of `args` for one --compare configuration."""
     changed = {"target": config.target, "precision": config.precision, "spec": config.spec or args.spec,
                "attention": config.attention or args.attention}
-    return load_from_args(argparse.Namespace(**{**vars(args), **changed}))
+    # no --model: the default model, or the bundled one where it cannot be had (as `demo` does)
+    return load_from_args(argparse.Namespace(**{**vars(args), **changed}),
+                          fallback_to_bundled=args.model is None)
 
 
-@subcommand("eval", "score answers to SQuAD v1.1/v2.0 questions: EM, F1, latency (--compare: several "
-            "configurations)", add_eval_arguments)
+@subcommand("eval", "score answers to SQuAD v1.1/v2.0 or CoQA questions: EM, F1, latency "
+            "(--compare: several configurations, interleaved)", add_eval_arguments)
 def run_eval(args) -> int:
     from pathlib import Path
     from bertqa.eval import compare, report
-    from bertqa.eval.squad_data import read_predictions, read_squad
+    from bertqa.eval.coqa import read_eval_file, read_eval_predictions
     if args.batch < 1:
         raise BertQAError(f"--batch must be >= 1, got {args.batch}")
     paths = report_paths(args)
     if paths["plot"] and not args.predictions:
         report.require_matplotlib(paths["plot"])
-    data = read_squad(args.data, args.limit)
+    data = read_eval_file(args.data, args.limit)
     if data.no_gold:
         print(f"warning: {len(data.no_gold)} questions have no gold answer and are not scored: "
               f"{', '.join(data.no_gold[:10])}{' ...' if len(data.no_gold) > 10 else ''}", file=sys.stderr)
     if args.predictions:
-        runs = [compare.predictions_run(read_predictions(args.predictions), data)]
+        runs = [compare.predictions_run(read_eval_predictions(args.predictions, data), data)]
         model, threads = Path(args.predictions).name, None
     else:
         configs = (compare.parse_configs(args.compare) if args.compare
@@ -65,11 +73,20 @@ def run_eval(args) -> int:
         runs = compare.run_configs(configs, data, lambda c: load_config(args, c), args.batch,
                                    not args.no_progress)
         model, threads = runs[0].info["model"], runs[0].info["threads"]
+        for note in sorted({n for r in runs for n in r.info.get("notes", [])}):
+            print(f"note: {note}", file=sys.stderr)
     rows = compare.result_rows(runs, data)
     latency = "-" if args.predictions else rows[0]["latency"]
     meta = report.make_meta(data, model, args.machine, threads, latency)
     print(report.format_table(rows, meta))
     write_reports(paths, rows, meta)
+    if args.predictions_out:
+        from bertqa.eval.per_question import write_per_question
+        try:
+            write_per_question(args.predictions_out, runs, data)
+        except OSError as e:
+            raise BertQAError(f"cannot write {args.predictions_out}: {e.strerror or e}") from None
+        print(f"wrote {args.predictions_out}")
     return 0
 
 
@@ -82,7 +99,7 @@ def report_paths(args) -> dict:
         out_dir(args.out)
         defaults = {"json": "eval.json", "markdown": "eval.md", "plot": "eval.png"}
         paths = {k: v or str(Path(args.out) / defaults[k]) for k, v in paths.items()}
-    for path in filter(None, paths.values()):
+    for path in filter(None, [*paths.values(), args.predictions_out]):
         if not Path(path).resolve().parent.is_dir():
             raise BertQAError(f"cannot write {path}: its folder does not exist")
     return paths
@@ -110,8 +127,9 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions", type=int, default=None, help="ask at most N questions in all")
 
 
-@subcommand("profile", "time a forward pass by layer type: Linear (and backend parts), attention, "
-            "the rest; int8 shifts and saturation per layer", add_profile_arguments)
+@subcommand("profile", "time a forward pass by layer type: Linear (and backend parts), the host "
+            "kernels by what runs them, embeddings, the rest; int8 shifts and saturation per layer "
+            "(after a few unprofiled questions)", add_profile_arguments)
 def run_profile(args) -> int:
     from bertqa.data.readers import builtin_stories, read_stories
     from bertqa.profile import format_profile, profile_questions

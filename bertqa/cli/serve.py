@@ -5,6 +5,7 @@ import argparse
 
 from bertqa.cli.registry import subcommand
 from bertqa.cli.common import add_model_options, load_from_args, print_header
+from bertqa.cli.values import non_negative_float, positive_float
 from bertqa.errors import BertQAError
 
 # -- serve --------------------------------------------------------------------------------------
@@ -19,11 +20,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--port", type=int, default=d.port, help="0 picks a free port (printed at start)")
     g.add_argument("--max-batch", type=int, default=d.max_batch,
                    help="windows per forward pass across requests; 1 turns dynamic batching off")
-    g.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+    g.add_argument("--max-wait-ms", type=non_negative_float, default=d.max_wait_ms,
                    help="how long a batch waits for more requests after its first one")
     g.add_argument("--max-queue", type=int, default=d.max_queue,
                    help="requests waiting for the model; more get 503 with Retry-After")
-    g.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per request; then 504")
+    g.add_argument("--timeout-s", type=positive_float, default=d.timeout_s, help="per request; then 504")
     g.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     g.add_argument("--max-question-chars", type=int, default=d.max_question_chars)
     g.add_argument("--max-context-chars", type=int, default=d.max_context_chars)

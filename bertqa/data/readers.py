@@ -12,6 +12,9 @@ from pathlib import Path
 from bertqa.errors import DataError
 
 BUILTIN = Path(__file__).resolve().parent / "stories.json"
+# The largest data file read: SQuAD v2.0 train is 40 MB and CoQA train 49 MB; a JSON file takes
+# about twice its size in memory as Python objects, so a much larger one is refused before reading.
+MAX_DATA_BYTES = 256 << 20
 
 
 @dataclass
@@ -25,8 +28,20 @@ def builtin_stories() -> list[Story]:
     return read_stories(BUILTIN)
 
 
+def _check_size(path: Path) -> None:
+    """DataError for a file larger than MAX_DATA_BYTES, from its size alone (nothing read)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return                                    # _read_text says why it cannot be read
+    if path.is_file() and size > MAX_DATA_BYTES:
+        raise DataError(f"data file {path} is {size / 2**20:.0f} MiB, more than the "
+                        f"{MAX_DATA_BYTES >> 20} MiB a data file may be: split it")
+
+
 def _read_text(path: Path) -> str:
     """The file as UTF-8 text, or DataError saying why not."""
+    _check_size(path)
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -45,6 +60,9 @@ def _load_json(path: Path):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"data file {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except RecursionError:
+        raise DataError(f"data file {path} nests JSON arrays or objects too deeply to read "
+                        "(no QA file nests more than a few levels)") from None
 
 
 def _need(obj, key, where: str, kind=None):
@@ -61,10 +79,28 @@ def _stories_from_coqa(data: list, path: Path) -> list[Story]:
     for i, item in enumerate(data):
         where = f"{path}: data[{i}]"
         context = _need(item, "story", where, str)
-        turns = sorted(_need(item, "questions", where, list), key=lambda q: q.get("turn_id", 0))
-        questions = [_need(q, "input_text", f"{where}.questions[{j}]", str) for j, q in enumerate(turns)]
+        questions = [q["input_text"] for q in coqa_turns(item, where, "questions")]
         stories.append(Story(item.get("name") or item.get("id") or f"story {i + 1}", context, questions))
     return stories
+
+
+def coqa_turns(item, where: str, key: str = "questions") -> list[dict]:
+    """A CoQA story's `questions` (or `answers`) list, checked and in turn order: each entry an
+    object with a string 'input_text' and, where given, an integer 'turn_id' (the official files
+    number turns 1, 2, ...); entries without one keep their place."""
+    turns, numbered = _need(item, key, where, list), []
+    for j, turn in enumerate(turns):
+        at = f"{where}.{key}[{j}]"
+        if not isinstance(turn, dict):
+            raise DataError(f"{at}: each entry must be an object with 'input_text' "
+                            f"(and 'turn_id'), got a {type(turn).__name__}")
+        _need(turn, "input_text", at, str)
+        turn_id = turn.get("turn_id", j + 1)
+        if isinstance(turn_id, bool) or not isinstance(turn_id, int):
+            raise DataError(f"{at}: 'turn_id' must be an integer (1, 2, ...), got "
+                            f"{type(turn_id).__name__} {turn_id!r}")
+        numbered.append((turn_id, j, turn))
+    return [turn for _, _, turn in sorted(numbered, key=lambda t: t[:2])]
 
 
 def _stories_from_squad(data: list, path: Path) -> list[Story]:

@@ -1,7 +1,11 @@
-"""Run configurations (target, precision, spec) over the same SQuAD questions and score them.
+"""Run configurations (target, precision, spec) over the same questions and score them.
 
-Questions go through `QAModel.answer_batch` in file order, `batch` questions per call. Latency
-is the wall time of that call (tokenize, forward, decode) divided by the questions in it: with
+All configurations are loaded first (together in memory), each is warmed up on a few questions
+(untimed: first-call allocations, kernel selection, thread pools waking), and then they take
+turns question by question -- `batch` questions per turn, the order of the configurations
+rotating from one turn to the next -- so that a change in the machine's load falls on every
+configuration alike and their latencies stay comparable. Latency is the wall time of one
+`QAModel.answer_batch` call (tokenize, forward, decode) divided by the questions in it: with
 batch 1 (the default) it is each question's own latency; with a larger batch it is amortized,
 faster to collect, and the table says so. Batch 1 also keeps every answer independent of its
 neighbours: with per-tensor activation scales an int8 forward shares one scale across a batch.
@@ -9,7 +13,8 @@ neighbours: with per-tensor activation scales an int8 forward shares one scale a
 For SQuAD v2.0 each question also gets a "no answer" score, log(p_null / p_best span). The two
 probabilities are softmaxes over one window, so this equals the decoder's null-minus-span logit
 margin whenever both come from the same window (every context that fits in one window): the
-best threshold reported for it is then the `--null-threshold` to use.
+best threshold reported for it is then the `--null-threshold` to use. CoQA files are scored
+with CoQA's own F1 (bertqa.eval.coqa).
 """
 from __future__ import annotations
 
@@ -106,38 +111,87 @@ def _prediction(answers, allow_no_answer: bool, null_threshold: float, v2: bool)
     return ("" if allow_no_answer and na > null_threshold else span.text), na
 
 
+WARMUP_CALLS = 3     # untimed calls per configuration before the timed ones
+
+
+class ConfigRunner:
+    """One loaded configuration answering questions turn by turn into its Run."""
+
+    def __init__(self, qa, label: str, v2: bool, batch: int = 1):
+        self.qa, self.v2 = qa, v2
+        self.decode = qa.options.decode
+        self.options, self.top_k = (qa.options.with_decode(allow_no_answer=True,
+                                                           null_threshold=-math.inf), 2) \
+            if v2 else (None, 1)
+        header = qa.header()
+        self.run = Run(label, qa.target, qa.precision, header["quantization"], {}, batch=batch,
+                       info={"model": header["model"], "backend": header["linear backend"],
+                             "attention": header["attention"], "threads": header["threads"],
+                             "emulated": is_emulated(qa), "notes": list(qa.notes),
+                             "load_avg_1m": [load_average()]})
+
+    def warm_up(self, questions: Sequence[SquadQuestion], calls: int = WARMUP_CALLS) -> None:
+        """`calls` untimed answer_batch calls, each on the next question (shapes vary)."""
+        for q in list(questions)[:calls]:
+            self.qa.answer_batch([q.question], [q.context], top_k=self.top_k, options=self.options)
+
+    def answer(self, chunk: Sequence[SquadQuestion]) -> None:
+        """Answer `chunk` in one timed answer_batch call."""
+        run = self.run
+        t0 = time.perf_counter()
+        results = self.qa.answer_batch([q.question for q in chunk], [q.context for q in chunk],
+                                       top_k=self.top_k, options=self.options)
+        dt = time.perf_counter() - t0
+        run.seconds += dt
+        run.latencies_ms += [1000.0 * dt / len(chunk)] * len(chunk)
+        for q, answers in zip(chunk, results):
+            text, na = _prediction(answers, self.decode.allow_no_answer, self.decode.null_threshold,
+                                   self.v2)
+            run.predictions[q.id] = text
+            if self.v2:
+                run.na_scores[q.id] = na
+
+    def finish(self) -> Run:
+        self.run.info["load_avg_1m"].append(load_average())
+        return self.run
+
+
+def is_emulated(qa) -> bool:
+    """Whether the Linear layers of `qa` run on an emulator of their device (the AIE tiles)."""
+    from bertqa.quant import custom_nodes
+    return any(getattr(node.backend, "emulated", False) for node in custom_nodes(qa.prepared.model))
+
+
+def run_label(config: "Config", qa) -> str:
+    """The configuration's name in the report; a configuration that leaves target/precision to
+    the model (no --target) is named by what loaded; an emulated device says so."""
+    label = config.label if config.target and config.precision else f"{qa.target} {qa.precision}"
+    return label + (" (emulator)" if is_emulated(qa) else "")
+
+
+def interleave(runners: Sequence[ConfigRunner], questions: Sequence[SquadQuestion], batch: int = 1,
+               progress: bool = True) -> list[Run]:
+    """Warm every runner up, then let them answer `batch` questions each in turn, the order of
+    the runners rotating by one every turn."""
+    from tqdm import tqdm
+    assert batch >= 1, f"batch must be >= 1, got {batch}"
+    for runner in runners:
+        runner.warm_up(questions)
+    with tqdm(total=len(questions) * len(runners), desc=", ".join(r.run.label for r in runners),
+              unit="q", file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
+        for turn, start in enumerate(range(0, len(questions), batch)):
+            chunk = questions[start:start + batch]
+            k = turn % len(runners)
+            for runner in [*runners[k:], *runners[:k]]:
+                runner.answer(chunk)
+                bar.update(len(chunk))
+    return [runner.finish() for runner in runners]
+
+
 def answer_questions(qa, questions: Sequence[SquadQuestion], v2: bool, batch: int = 1,
                      progress: bool = True, desc: str = "") -> Run:
     """Answer every question with `qa` (a QAModel), `batch` questions per answer_batch call."""
-    from tqdm import tqdm
-    assert batch >= 1, f"batch must be >= 1, got {batch}"
-    decode = qa.options.decode
-    options, top_k = (qa.options.with_decode(allow_no_answer=True, null_threshold=-math.inf), 2) \
-        if v2 else (None, 1)
-    qa.answer_batch([questions[0].question], [questions[0].context])     # warm-up, not timed
-    header = qa.header()
-    run = Run(desc, qa.target, qa.precision, header["quantization"], {}, batch=batch,
-              info={"model": header["model"], "backend": header["linear backend"],
-                    "attention": header["attention"],
-                    "threads": header["threads"], "load_avg_1m": [load_average()]})
-    with tqdm(total=len(questions), desc=desc, unit="q", file=sys.stderr, disable=not progress,
-              dynamic_ncols=True) as bar:
-        for start in range(0, len(questions), batch):
-            chunk = questions[start:start + batch]
-            t0 = time.perf_counter()
-            results = qa.answer_batch([q.question for q in chunk], [q.context for q in chunk],
-                                      top_k=top_k, options=options)
-            dt = time.perf_counter() - t0
-            run.seconds += dt
-            run.latencies_ms += [1000.0 * dt / len(chunk)] * len(chunk)
-            for q, answers in zip(chunk, results):
-                text, na = _prediction(answers, decode.allow_no_answer, decode.null_threshold, v2)
-                run.predictions[q.id] = text
-                if v2:
-                    run.na_scores[q.id] = na
-            bar.update(len(chunk))
-    run.info["load_avg_1m"].append(load_average())
-    return run
+    return interleave([ConfigRunner(qa, desc, v2, batch)], questions, batch, progress)[0]
 
 
 def load_average() -> float | None:
@@ -150,24 +204,27 @@ def load_average() -> float | None:
 
 def run_configs(configs: Sequence[Config], data: SquadSet, load: Callable[[Config], object],
                 batch: int = 1, progress: bool = True) -> list[Run]:
-    """Load each configuration in turn (one model in memory at a time) and answer `data`."""
-    runs = []
+    """Load every configuration (all in memory together), then answer `data` with them
+    interleaved (see the module docstring)."""
+    runners = []
     for config in configs:
         t0 = time.perf_counter()
         qa = load(config)
         load_s = time.perf_counter() - t0
-        # a configuration that leaves target/precision to the model (no --target) is named by what loaded
-        label = config.label if config.target and config.precision else f"{qa.target} {qa.precision}"
-        run = answer_questions(qa, data.questions, data.version == "2.0", batch, progress, label)
-        run.info["load_s"] = load_s
-        runs.append(run)
-        del qa
-        gc.collect()
+        runner = ConfigRunner(qa, run_label(config, qa), data.version == "2.0", batch)
+        runner.run.info["load_s"] = load_s
+        runners.append(runner)
+    runs = interleave(runners, data.questions, batch, progress)
+    del runners
+    gc.collect()
     return runs
 
 
 def score_run(run: Run, data: SquadSet) -> dict:
     """The metric of the file's version for one run (v1.1 questions without gold left out)."""
+    if data.version == "coqa":
+        from bertqa.eval.coqa import score_coqa
+        return score_coqa(run.predictions, data)
     if data.version == "2.0":
         return score_v2(run.predictions, data.golds, run.na_scores or None)
     golds = {qid: g for qid, g in data.golds.items() if g}

@@ -26,6 +26,16 @@ V2_COLUMNS = [("has_ans_em", "HasAns EM", "{:.2f}"), ("has_ans_f1", "HasAns F1",
               ("best_f1_threshold", "at t", "{:.2f}")]
 
 
+COQA_COLUMNS = [("span_f1", "span F1", "{:.2f}"), ("yes/no_f1", "yes/no F1", "{:.2f}"),
+                ("unknown_f1", "unknown F1", "{:.2f}")]
+
+
+def dataset_name(meta: dict) -> str:
+    """'SQuAD v1.1', 'SQuAD v2.0' or 'CoQA' (with its turn kinds, when the rows carry them)."""
+    version = meta["squad_version"]
+    return "CoQA" if version == "coqa" else f"SQuAD v{version}"
+
+
 def machine_description() -> str:
     """CPU model and core count from the OS, e.g. 'AMD EPYC 9R14, 2 cores'."""
     name = platform.processor() or platform.machine()
@@ -51,6 +61,14 @@ def _threads(meta: dict) -> str:
     return f", {meta['threads']} threads" if meta.get("threads") else ""
 
 
+def _kinds(rows: list[dict]) -> str:
+    """For CoQA: how many turns of each kind, e.g. ': 9 span, 3 yes/no, 0 unknown turns'."""
+    if not rows or "span_n" not in rows[0]:
+        return ""
+    r = rows[0]
+    return f": {r['span_n']} span, {r['yes/no_n']} yes/no, {r['unknown_n']} unknown turns"
+
+
 def _cell(value, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-" if value is None else ("-inf" if value < 0 else "inf")
@@ -58,6 +76,8 @@ def _cell(value, fmt: str) -> str:
 
 
 def _columns(rows: list[dict]) -> list[tuple]:
+    if rows and "span_f1" in rows[0]:
+        return COLUMNS + COQA_COLUMNS
     return COLUMNS + (V2_COLUMNS if rows and "has_ans_f1" in rows[0] else [])
 
 
@@ -67,7 +87,7 @@ def format_table(rows: list[dict], meta: dict) -> str:
     width = max([len("configuration")] + [len(r["label"]) for r in rows])
     cells = [[_cell(r.get(k), f) for k, _, f in cols] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h, _) in enumerate(cols)]
-    lines = [f"{meta['questions']} questions of {meta['data']} (SQuAD v{meta['squad_version']}), "
+    lines = [f"{meta['questions']} questions of {meta['data']} ({dataset_name(meta)}{_kinds(rows)}), "
              f"model {meta['model']}, {meta['machine']}{_threads(meta)}; latency {meta['latency']}",
              "  ".join(["configuration".ljust(width)] + [h.rjust(w) for (_, h, _), w in zip(cols, widths)])]
     for r, c in zip(rows, cells):
@@ -94,8 +114,8 @@ def _describe(row: dict) -> str:
 def format_markdown(rows: list[dict], meta: dict) -> str:
     cols = _columns(rows)
     head = ["configuration"] + [h for _, h, _ in cols] + ["Linear backend, quantization"]
-    lines = [f"# SQuAD eval: {meta['data']}", "",
-             f"- {meta['questions']} questions (SQuAD v{meta['squad_version']}), model `{meta['model']}`",
+    lines = [f"# {dataset_name(meta).split()[0]} eval: {meta['data']}", "",
+             f"- {meta['questions']} questions ({dataset_name(meta)}{_kinds(rows)}), model `{meta['model']}`",
              f"- machine: {meta['machine']}{_threads(meta)}, torch {meta['torch']}, {meta['date']}",
              f"- latency: {meta['latency']} (tokenize + forward + decode, wall clock)",
              "- dF1: F1 minus the first row's; same answer %: questions whose answer text is "
@@ -177,7 +197,7 @@ def write_plot(path: str | Path, rows: list[dict], meta: dict) -> bool:
     mode = "" if meta["latency"] == "per question" else f" ({meta['latency']})"
     ax.set_xlabel(f"median latency per question, ms{mode}")
     ax.set_ylabel("F1 (%)")
-    ax.set_title(f"SQuAD v{meta['squad_version']} F1 vs latency: {meta['model']}, "
+    ax.set_title(f"{dataset_name(meta)} F1 vs latency: {meta['model']}, "
                  f"{meta['questions']} questions of {meta['data']}\n{meta['machine']}{_threads(meta)} "
                  "(squares: int8, circles: fp32)", fontsize=10)
     ax.grid(True, alpha=0.3)

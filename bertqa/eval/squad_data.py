@@ -64,7 +64,11 @@ def read_squad(path: str | Path, limit: int | None = None) -> SquadSet:
     path = Path(path)
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
-    doc = _load_json(path)
+    return squad_set(_load_json(path), path, limit)
+
+
+def squad_set(doc, path: Path, limit: int | None = None) -> SquadSet:
+    """read_squad for a file already parsed (doc) from path."""
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataError(f"{path}: not a SQuAD file (expected a top-level 'data' list of articles)")
     version = squad_version(doc)

@@ -30,8 +30,22 @@ class BertConfig:
     hidden_act: str = "gelu"
 
     def __post_init__(self):
-        assert self.hidden_size % self.num_attention_heads == 0, \
-            f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+        """ValueError naming the first field a BERT cannot be built from (a config.json may say
+        anything: "384" for 384, -1 positions)."""
+        for f in fields(self):
+            value, least = getattr(self, f.name), 0 if f.name == "pad_token_id" else 1
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"{f.name} must be an integer >= {least}, got {value!r}")
+        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
+                or not 0 < self.layer_norm_eps < 1:
+            raise ValueError(f"layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act != "gelu":
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not implemented (only 'gelu', erf)")
+        if self.pad_token_id >= self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} is not below vocab_size {self.vocab_size}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Callable
@@ -105,13 +106,15 @@ def read_config(path: Path) -> BertConfig:
         raw = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ModelError(f"cannot read {path / 'config.json'}: {e}") from e
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path / 'config.json'}: expected a JSON object, got a {type(raw).__name__}")
     model_type = raw.get("model_type", "bert")
     if model_type != "bert":
         raise ModelError(f"{path / 'config.json'}: model_type {model_type!r} is not supported (only 'bert')")
     try:
         return BertConfig.from_dict(raw)
-    except (TypeError, AssertionError) as e:
-        raise ModelError(f"{path / 'config.json'}: {e}") from e
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{path / 'config.json'}: {e}") from None
 
 
 _LAYER = r"(?:bert\.)?encoder\.layer\.(\d+)\."
@@ -167,6 +170,16 @@ def hf_state_dict(model: BertForQA) -> dict[str, torch.Tensor]:
     return out
 
 
+def refused_pickle(path: Path, error: Exception) -> str:
+    """One line for a pytorch_model.bin that torch.load(weights_only=True) refuses: what it asked
+    for, and to convert it (torch's own message suggests weights_only=False, which would run it)."""
+    found = re.search(r"unsupported GLOBAL (\S+)", str(error))
+    wants = f"it asks to call {found[1]}" if found else "it holds objects other than tensors"
+    return (f"{path} is refused: {wants}, and bertqa loads pickled checkpoints as tensors only "
+            "(a pickle can run code); convert it to model.safetensors, e.g. with transformers' "
+            "save_pretrained(DIR, safe_serialization=True) on a copy you trust")
+
+
 class _Checkpoint:
     """Name -> tensor reader over model.safetensors (mmap) or pytorch_model.bin (weights_only)."""
 
@@ -180,13 +193,17 @@ class _Checkpoint:
                 self.get = self._file.get_tensor
             else:
                 bin_path = path / "pytorch_model.bin"
-                state = torch.load(bin_path, map_location="cpu", weights_only=True, mmap=True)
+                try:
+                    state = torch.load(bin_path, map_location="cpu", weights_only=True, mmap=True)
+                except pickle.UnpicklingError as e:
+                    raise ModelError(refused_pickle(bin_path, e)) from None
                 self.names = list(state)
                 self.get = state.__getitem__
         except ModelError:
             raise
         except Exception as e:
-            raise ModelError(f"cannot read the weights in {path}: {e}") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"cannot read the weights in {path}: {first}") from e
 
 
 def load_model(path: Path) -> BertForQA:

@@ -1,6 +1,7 @@
 """What `bertqa serve` may be asked to do: batching, queueing and input limits, validated once."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -29,10 +30,13 @@ class ServeConfig:
         for name in ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"{_option(name)} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"--timeout-s must be > 0, got {self.timeout_s}")
+        # written so that NaN fails too (every comparison with NaN is false)
+        if not 0 <= self.max_wait_ms < math.inf:
+            raise ValueError(f"--max-wait-ms must be a finite number >= 0, got {self.max_wait_ms}")
+        if not 0 < self.timeout_s < math.inf:
+            raise ValueError(f"--timeout-s must be a finite number > 0, got {self.timeout_s}")
+        if self.shutdown_grace_s is not None and not 0 <= self.shutdown_grace_s < math.inf:
+            raise ValueError(f"shutdown_grace_s must be a finite number >= 0, got {self.shutdown_grace_s}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in 0..65535 (0: any free port), got {self.port}")
 
