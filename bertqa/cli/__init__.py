@@ -1,4 +1,4 @@
-"""The command line: `bertqa {demo,prepare,eval,profile,bench,serve}`; `python run.py` is `bertqa demo`.
+"""The command line: `bertqa {demo,prepare,eval,profile,bench,serve,batch}`; `python run.py` is `bertqa demo`.
 
 A thin layer: each subcommand is a short function over the library API. Errors the user can
 fix (BertQAError, bad option values) print one line and exit 2, never a traceback.
@@ -12,7 +12,7 @@ from bertqa.errors import BertQAError
 
 from bertqa.cli.common import NO_ANSWER  # noqa: F401
 from bertqa.cli.registry import SUBCOMMANDS, subcommand  # noqa: F401
-from bertqa.cli import demo, evaluate, bench, serve  # noqa: F401  (registers the subcommands)
+from bertqa.cli import demo, evaluate, bench, serve, batch  # noqa: F401  (registers the subcommands)
 
 
 # -- entry point --------------------------------------------------------------------------------
