@@ -1,7 +1,8 @@
 """Reaching Ray: an existing cluster (address), or a local one started for this process.
 
 A local Ray is sized for a small machine: no dashboard (about 150 MB less and one process fewer),
-no usage stats, an object store of at most 1 GB (bertqa moves text and answers through it, not
+no usage stats, Ray Serve's proxy errors rewritten as bertqa's JSON ones
+(bertqa.serve.ray_proxy), an object store of at most 1 GB (bertqa moves text and answers through it, not
 tensors), and the memory monitor left on, so that a replica that outgrows the machine is killed
 and restarted rather than the whole machine swapping. Ray is imported here, lazily: the `ray`
 extra, pip install 'bertqa[ray]'.
@@ -34,6 +35,8 @@ def connect(address: str | None, what: str, num_cpus: int | None = None,
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:      # Ray's own proxy errors in bertqa's JSON (read when the proxy starts)
+        os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "bertqa.serve.ray_proxy:middlewares")
     kwargs = dict(log_to_driver=False, configure_logging=False)
     if address is None:
         # this machine's workers import bertqa from where this process does; a cluster's
