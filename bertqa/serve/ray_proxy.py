@@ -2,7 +2,8 @@
 
 Ray's proxy answers some requests before any replica sees them, in text/plain: 503 "Request
 dropped due to backpressure" when max_queued_requests are already waiting, 503 while no
-replica is up, 500 when a replica died with the request, 408 on its own request timeout. This
+replica is up, 404 before the application is deployed, 500 when a replica died with the
+request, 408 on its own request timeout. This
 middleware rewrites those (text/plain, status >= 400) into the {"error": {...}} body that the
 replicas send, keeping the status and headers (Retry-After). The replicas' own answers are JSON
 (or /metrics text with status 200) and pass unchanged.
@@ -24,7 +25,7 @@ def error_code(status: int, text: str) -> str:
     """The bertqa error code for one of Ray's text replies."""
     if status in (429, 503) and "backpressure" in text:
         return "overloaded"
-    return {503: "not_ready", 408: "timeout", 504: "timeout"}.get(status, "internal")
+    return {503: "not_ready", 404: "not_found", 408: "timeout", 504: "timeout"}.get(status, "internal")
 
 
 class JSONRayErrors:
