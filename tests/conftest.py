@@ -53,3 +53,17 @@ def server(tmp_path_factory):
     yield srv
     code = srv.stop()
     assert code == 0, f"bertqa serve exited with {code}:\n{srv.output()}"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for every `ray` test: 2 CPUs, no dashboard, no usage stats, a 200 MB object
+    store, the memory monitor killing workers above 90% of the machine's memory."""
+    ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install 'bertqa[ray]'")
+    pytest.importorskip("ray.serve", reason="the Ray tests need the ray extra: pip install 'bertqa[ray]'")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.setdefault("RAY_memory_usage_threshold", "0.9")
+    from bertqa import ray_cluster
+    ray_cluster.connect(None, "the ray tests", num_cpus=2, object_store_bytes=200 << 20)
+    yield ray
+    ray.shutdown()

@@ -1,4 +1,4 @@
-"""The command line: `bertqa {demo,ask,prepare,eval,profile,bench,serve,structure,export}`; `python
+"""The command line: `bertqa {demo,ask,prepare,eval,profile,bench,serve,structure,export,batch}`; `python
 run.py` is `bertqa demo`.
 
 A thin layer: each subcommand is a short function over the library API. Errors the user can
@@ -14,7 +14,7 @@ from bertqa.errors import BertQAError
 
 from bertqa.cli.common import NO_ANSWER  # noqa: F401
 from bertqa.cli.registry import SUBCOMMANDS, subcommand  # noqa: F401
-from bertqa.cli import demo, ask, evaluate, bench, serve, structure, export  # noqa: F401  (registers the subcommands)
+from bertqa.cli import demo, ask, evaluate, bench, serve, structure, export, batch  # noqa: F401  (registers the subcommands)
 from bertqa.cli.values import Parser
 
 

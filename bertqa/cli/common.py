@@ -70,8 +70,8 @@ def qa_options(args):
         raise BertQAError(str(e)) from None
 
 
-def load_from_args(args, fallback_to_bundled: bool = False):
-    import bertqa
+def load_kwargs(args) -> dict:
+    """The keyword arguments of bertqa.load for `args` (also what Ray replicas and actors load)."""
     from bertqa.quant import QuantSpec
     try:
         spec = None if args.spec is None else QuantSpec.parse(args.spec)
@@ -79,11 +79,16 @@ def load_from_args(args, fallback_to_bundled: bool = False):
         raise BertQAError(str(e)) from None
     if args.threads is not None and args.threads < 1:
         raise BertQAError(f"--threads must be >= 1, got {args.threads}")
-    return bertqa.load(model=args.model, target=args.target, precision=args.precision, spec=spec,
-                       threads=args.threads, backend=args.backend, options=qa_options(args),
-                       fallback_to_bundled=fallback_to_bundled, aie_device=args.aie_device,
-                       attention=args.attention, onnx_provider=getattr(args, "onnx_provider", None),
-                       onnx_provider_options=provider_options(getattr(args, "onnx_provider_option", None)))
+    return dict(model=args.model, target=args.target, precision=args.precision, spec=spec,
+                threads=args.threads, backend=args.backend, options=qa_options(args),
+                aie_device=args.aie_device, attention=args.attention,
+                onnx_provider=getattr(args, "onnx_provider", None),
+                onnx_provider_options=provider_options(getattr(args, "onnx_provider_option", None)))
+
+
+def load_from_args(args, fallback_to_bundled: bool = False):
+    import bertqa
+    return bertqa.load(**load_kwargs(args), fallback_to_bundled=fallback_to_bundled)
 
 
 def provider_options(items) -> dict | None:

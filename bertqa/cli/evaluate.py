@@ -38,6 +38,11 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="write eval.json, eval.md and eval.png into DIR (unless named above)")
     g.add_argument("--machine", default=None, help="the machine's name in the report (default: CPU model)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    r = p.add_argument_group("on Ray Data model actors (needs bertqa[ray]; docs/scale-out.md)")
+    r.add_argument("--ray", action="store_true",
+                   help="answer the questions on Ray model actors (local Ray, or --ray-address)")
+    from bertqa.cli.batch import add_ray_arguments
+    add_ray_arguments(r)
 
 
 def load_config(args, config):
@@ -67,6 +72,10 @@ def run_eval(args) -> int:
     if args.predictions:
         runs = [compare.predictions_run(read_eval_predictions(args.predictions, data), data)]
         model, threads = Path(args.predictions).name, None
+    elif args.ray:
+        from bertqa.cli.batch import ray_eval_runs
+        runs = ray_eval_runs(args, data)
+        model, threads = runs[0].info["model"], runs[0].info["threads"]
     else:
         configs = (compare.parse_configs(args.compare) if args.compare
                    else [compare.Config(args.target, args.precision)])

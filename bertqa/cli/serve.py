@@ -31,6 +31,19 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-windows", type=int, default=d.max_windows, help="windows per request")
     g.add_argument("--max-items", type=int, default=d.max_items, help="pairs per /v1/answer:batch request")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    r = p.add_argument_group("Ray Serve (needs bertqa[ray]; docs/scale-out.md)")
+    r.add_argument("--ray", action="store_true", help="serve with Ray Serve: replicas behind one endpoint")
+    n = r.add_mutually_exclusive_group()
+    n.add_argument("--replicas", type=int, default=1, help="replicas of the model (default 1)")
+    n.add_argument("--autoscale", default=None, metavar="MIN:MAX",
+                   help="let Ray scale between MIN and MAX replicas with the load")
+    r.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="an existing Ray cluster (e.g. auto, HEAD_IP:6379); default: start a local Ray")
+    r.add_argument("--replica-cpus", type=float, default=1.0, help="Ray CPUs each replica reserves")
+    r.add_argument("--max-ongoing", type=int, default=None,
+                   help="requests one replica holds (default: --max-queue + --max-batch)")
+    r.add_argument("--max-queued", type=int, default=None,
+                   help="requests waiting for any replica, per Ray proxy (default: --max-queue)")
 
 
 @subcommand("serve", "answer questions over HTTP with dynamic batching (needs bertqa[serve])",
@@ -53,6 +66,11 @@ def run_serve(args) -> int:
                              max_windows=args.max_windows, max_items=args.max_items)
     except ValueError as e:
         raise BertQAError(str(e)) from None
+    if args.ray:
+        from bertqa.cli.serve_ray import run_serve_ray
+        return run_serve_ray(args, config)
+    if args.replicas != 1 or args.autoscale or args.ray_address:
+        raise BertQAError("--replicas, --autoscale and --ray-address need --ray")
     qa = load_from_args(args)
     print_header(qa, "bertqa serve")
     serve(qa, config, args.log_level)

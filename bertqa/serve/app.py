@@ -66,6 +66,7 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
     app.add_middleware(BodyGuard, max_bytes=config.max_body_bytes, metrics=metrics,
                        paths={"/v1/answer", "/v1/answer:batch"})
     app.add_middleware(CountRequests, metrics=metrics, paths=PATHS)   # outermost: sees every status
+    app.state.healthy = lambda: state["ready"] and batcher._thread.is_alive()   # for Ray's health check
 
     @app.exception_handler(ServeError)
     async def serve_error(request, e: ServeError):

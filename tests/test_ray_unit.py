@@ -1,0 +1,91 @@
+"""The Ray pieces that need no cluster: options, deployment settings, the `serve run` builder,
+Ray's proxy errors rewritten into bertqa's JSON, and the CLI's refusals (exit 2, one line)."""
+import asyncio
+import json
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="needs the ray extra: pip install 'bertqa[ray]'")
+pytest.importorskip("starlette")
+
+from bertqa.cli import main  # noqa: E402
+from bertqa.serve import ray as ray_serve  # noqa: E402
+from bertqa.serve.config import ServeConfig  # noqa: E402
+from bertqa.serve.ray_proxy import JSONRayErrors  # noqa: E402
+
+
+def test_parse_autoscale_and_options_validate():
+    assert ray_serve.parse_autoscale("1:4") == (1, 4)
+    for bad in ("4", "a:b", "1:", ":3"):
+        with pytest.raises(ValueError, match="MIN:MAX"):
+            ray_serve.parse_autoscale(bad)
+    with pytest.raises(ValueError, match="1 <= MIN <= MAX"):
+        ray_serve.RayOptions(autoscale=(3, 1))
+    with pytest.raises(ValueError, match="--replicas must be >= 1"):
+        ray_serve.RayOptions(replicas=0)
+    with pytest.raises(ValueError, match="--max-queued must be >= 1"):
+        ray_serve.RayOptions(max_queued=0)
+
+
+def test_deployment_options_follow_the_serve_config():
+    config = ServeConfig(max_batch=8, max_queue=32)
+    fixed = ray_serve.deployment_options(config, ray_serve.RayOptions(replicas=3, replica_cpus=0.5))
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["max_ongoing_requests"] == 40 and fixed["max_queued_requests"] == 32
+    assert fixed["ray_actor_options"] == {"num_cpus": 0.5}
+    assert fixed["backpressure_config"].retry_after_s == 1
+    auto = ray_serve.deployment_options(config, ray_serve.RayOptions(autoscale=(1, 4), max_ongoing=9))
+    assert "num_replicas" not in auto and auto["max_ongoing_requests"] == 9
+    assert auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8}
+
+
+def test_build_takes_the_config_file_args():
+    app = ray_serve.build({"model": "bundled", "replicas": 2, "max_batch": 4})
+    assert app is not None
+    with pytest.raises(ValueError, match="unknown bertqa.serve.ray args: colour"):
+        ray_serve.build({"colour": "blue"})
+
+
+def run_asgi(status: int, content_type: bytes, body: bytes, headers=()):
+    """What JSONRayErrors sends for an app that answers (status, content_type, body)."""
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type), *headers]})
+        await send({"type": "http.response.body", "body": body})
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+    asyncio.run(JSONRayErrors(app)({"type": "http", "method": "POST", "path": "/v1/answer"}, receive, send))
+    start, *bodies = sent
+    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in bodies)
+
+
+def test_ray_backpressure_text_becomes_the_json_overloaded_error():
+    status, headers, body = run_asgi(503, b"text/plain; charset=utf-8", b"Request dropped due to backpressure",
+                                     [(b"retry-after", b"1")])
+    assert status == 503 and headers[b"retry-after"] == b"1" and headers[b"content-type"] == b"application/json"
+    error = json.loads(body)["error"]
+    assert error["code"] == "overloaded" and "backpressure" in error["message"]
+    assert json.loads(run_asgi(500, b"text/plain", b"replica died")[2])["error"]["code"] == "internal"
+
+
+def test_json_and_successful_text_replies_pass_unchanged():
+    assert run_asgi(503, b"application/json", b'{"error": {}}')[2] == b'{"error": {}}'
+    assert run_asgi(200, b"text/plain; version=0.0.4", b"bertqa_x 1\n")[2] == b"bertqa_x 1\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "--replicas", "2"], "--replicas, --autoscale and --ray-address need --ray"),
+    (["serve", "--ray", "--autoscale", "3:1"], "1 <= MIN <= MAX"),
+    (["serve", "--ray", "--autoscale", "many"], "MIN:MAX"),
+    (["batch", "--data", "x.jsonl"], "needs --write-predictions"),
+    (["eval", "--ray", "--data", "missing.json"], "missing.json does not exist"),
+])
+def test_cli_refusals_are_one_line_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bertqa: error: ") and message in err and err.count("\n") == 1, err
