@@ -109,5 +109,5 @@ def test_profile_end_to_end(capsys):
     assert main(["profile", "--model", "bundled", "--target", "customcpu", "--questions", "2"]) == 0
     out = capsys.readouterr().out
     for line in ("2 questions, 2 forward passes", "Linear attention.qkv", "in the backend",
-                 "attention (SDPA", "model forward", "outside the model"):
+                 "attention softmax(QK^T/sqrt(d)) V: fp32 (PyTorch SDPA)", "model forward", "outside the model"):
         assert line in out
