@@ -52,9 +52,10 @@ def calibration_runner(tokenizer: Tokenizer, options: QAOptions, questions_per_s
 
 
 def max_positions(model) -> int | None:
-    """The model's max_position_embeddings (through a CUDA-graph wrapper), or None if unknown."""
+    """The longest window the model's position embeddings cover (through a CUDA-graph wrapper),
+    or None if unknown."""
     inner = getattr(model, "model", model)
-    return getattr(getattr(inner, "config", None), "max_position_embeddings", None)
+    return getattr(getattr(inner, "config", None), "max_window", None)
 
 
 class QAModel:

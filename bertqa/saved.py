@@ -29,7 +29,8 @@ from bertqa.targets import Prepared, prepare_target
 
 FORMAT, VERSION = "bertqa-prepared", 1
 MANIFEST, WEIGHTS = PREPARED_FILES
-COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+          "vocab.json", "merges.txt")
 
 
 def is_prepared_dir(path: Path) -> bool:

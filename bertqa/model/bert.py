@@ -4,6 +4,11 @@ Fused QKV projection, PyTorch SDPA attention, exact (erf) GELU, post-LayerNorm r
 arithmetic of `transformers.BertForQuestionAnswering`, in fewer modules. Every Linear is a plain
 nn.Linear, so the quantization layer can swap it without knowing BERT; the model declares the
 fused projection and the GELU that may be fused through `quant_groups()` and `gelu_fusions()`.
+
+The other encoder families (bertqa.model.families) are this model with three config fields:
+type_vocab_size 0 (DistilBERT: no token-type embedding), positions_from_padding (RoBERTa and
+XLM-R count positions from pad_token_id + 1, pad tokens at pad_token_id) and embedding_size
+(ELECTRA: narrower embeddings, then an nn.Linear projection to hidden_size).
 """
 from __future__ import annotations
 
@@ -28,12 +33,16 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     hidden_act: str = "gelu"
+    model_type: str = "bert"               # the family (bertqa.model.families) the weights come from
+    embedding_size: int | None = None      # None: hidden_size; else projected to it (ELECTRA)
+    positions_from_padding: bool = False   # position ids pad+1, pad+2, ... ; pad tokens: pad (RoBERTa)
 
     def __post_init__(self):
         """ValueError naming the first field a BERT cannot be built from (a config.json may say
         anything: "384" for 384, -1 positions)."""
         for f in fields(self):
-            value, least = getattr(self, f.name), 0 if f.name == "pad_token_id" else 1
+            value = getattr(self, f.name)
+            least = 0 if f.name in ("pad_token_id", "type_vocab_size") else 1   # 0 types: DistilBERT
             if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ValueError(f"{f.name} must be an integer >= {least}, got {value!r}")
         if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
@@ -62,26 +71,51 @@ class BertConfig:
         return cls(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
 
     @property
+    def max_window(self) -> int:
+        """The longest input the position embeddings cover."""
+        if self.positions_from_padding:
+            return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings
+
+    @property
     def n_parameters(self) -> int:
         h, i, L = self.hidden_size, self.intermediate_size, self.num_hidden_layers
-        emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        e = self.embedding_size or h
+        emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * e + 2 * e
+        if e != h:
+            emb += e * h + h
         layer = (3 * h * h + 3 * h) + (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
         return emb + L * layer + 2 * h + 2
 
 
 class Embeddings(nn.Module):
+    """word + token type (if the family has them) + position, LayerNorm, and for ELECTRA a
+    projection from embedding_size E to hidden_size H."""
+
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.word = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
-        self.position = nn.Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type = nn.Embedding(c.type_vocab_size, c.hidden_size)
-        self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        e = c.embedding_size or c.hidden_size
+        self.pad_id, self.positions_from_padding = c.pad_token_id, c.positions_from_padding
+        self.word = nn.Embedding(c.vocab_size, e, padding_idx=c.pad_token_id)
+        self.position = nn.Embedding(c.max_position_embeddings, e)
+        self.token_type = nn.Embedding(c.type_vocab_size, e) if c.type_vocab_size else None
+        self.norm = nn.LayerNorm(e, eps=c.layer_norm_eps)
+        self.project = nn.Linear(e, c.hidden_size) if e != c.hidden_size else None
 
     def forward(self, input_ids, token_type_ids):
         # input_ids, token_type_ids: [B, S] -> [B, S, H]
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)[None]
-        return self.norm(x)
+        x = self.word(input_ids)
+        if self.token_type is not None:
+            if self.token_type.num_embeddings == 1:        # one type (RoBERTa): every token's
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.token_type(token_type_ids)
+        if self.positions_from_padding:
+            real = (input_ids != self.pad_id).long()
+            x = x + self.position(torch.cumsum(real, dim=1) * real + self.pad_id)
+        else:
+            x = x + self.position(torch.arange(input_ids.shape[1], device=input_ids.device))[None]
+        x = self.norm(x)
+        return x if self.project is None else self.project(x)
 
 
 def sdpa_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Find a model (local directory, bundled, or Hugging Face hub id) and load its weights.
 
-Weights map by name from any `BertForQuestionAnswering` checkpoint onto bertqa's BertForQA. The
+Weights map by name from a `*ForQuestionAnswering` checkpoint of a supported family (BERT,
+DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA: bertqa.model.families) onto bertqa's BertForQA. The
 model is built on the `meta` device and each tensor is read from the memory-mapped checkpoint,
 converted to fp32 and assigned in place, so two fp32 copies of the weights never coexist.
 `lazy_model` goes further for targets that quantize: only the tensors that are not Linear
@@ -22,6 +23,7 @@ from torch import nn
 from bertqa.errors import ModelError, ModelUnavailable
 from bertqa.export.layout import MANIFEST as EXPORT_MANIFEST, MODEL_FILE as EXPORT_MODEL
 from bertqa.model.bert import BertConfig, BertForQA
+from bertqa.model.families import Family, family_for
 from bertqa.model.safetensors_io import SafetensorsFile
 
 DEFAULT_MODEL = "bert-large-uncased-whole-word-masking-finetuned-squad"
@@ -29,9 +31,9 @@ BUNDLED_NAME = "minilm-l6-squad"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models" / BUNDLED_NAME
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PREPARED_FILES = ("bertqa-prepared.json", "prepared.safetensors")   # a saved int8 model (bertqa.saved)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-HUB_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-             "special_tokens_map.json", "model.safetensors"]
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")      # as bertqa.qa.tokenizer reads them
+HUB_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
+             "merges.txt", "special_tokens_map.json", "model.safetensors"]
 
 
 def check_model_dir(path: Path) -> Path:
@@ -102,47 +104,24 @@ def fetch_from_hub(repo_id: str) -> Path:
 # -- weights ------------------------------------------------------------------------------------
 
 def read_config(path: Path) -> BertConfig:
+    """config.json of any supported family (bertqa.model.families) as a BertConfig."""
+    file = path / "config.json"
     try:
-        raw = json.loads((path / "config.json").read_text())
+        raw = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"cannot read {path / 'config.json'}: {e}") from e
+        raise ModelError(f"cannot read {file}: {e}") from e
     if not isinstance(raw, dict):
-        raise ModelError(f"{path / 'config.json'}: expected a JSON object, got a {type(raw).__name__}")
-    model_type = raw.get("model_type", "bert")
-    if model_type != "bert":
-        raise ModelError(f"{path / 'config.json'}: model_type {model_type!r} is not supported (only 'bert')")
+        raise ModelError(f"{file}: expected a JSON object")
+    family = family_for(raw.get("model_type"), str(file))
     try:
-        return BertConfig.from_dict(raw)
-    except (TypeError, ValueError) as e:
-        raise ModelError(f"{path / 'config.json'}: {e}") from None
+        return BertConfig.from_dict({**family.config(raw), "model_type": family.model_type})
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ModelError(f"{file}: {e}") from None
 
 
-_LAYER = r"(?:bert\.)?encoder\.layer\.(\d+)\."
-_RENAMES = [  # checkpoint name (regex) -> our name; old TF-converted names use gamma/beta
-    (r"(?:bert\.)?embeddings\.word_embeddings\.weight", r"embeddings.word.weight"),
-    (r"(?:bert\.)?embeddings\.position_embeddings\.weight", r"embeddings.position.weight"),
-    (r"(?:bert\.)?embeddings\.token_type_embeddings\.weight", r"embeddings.token_type.weight"),
-    (r"(?:bert\.)?embeddings\.LayerNorm\.(weight|bias)", r"embeddings.norm.\1"),
-    (_LAYER + r"attention\.self\.(query|key|value)\.(weight|bias)", r"layers.\1.attention.\2.\3"),
-    (_LAYER + r"attention\.output\.dense\.(weight|bias)", r"layers.\1.attention.out.\2"),
-    (_LAYER + r"attention\.output\.LayerNorm\.(weight|bias)", r"layers.\1.attention.norm.\2"),
-    (_LAYER + r"intermediate\.dense\.(weight|bias)", r"layers.\1.ffn.up.\2"),
-    (_LAYER + r"output\.dense\.(weight|bias)", r"layers.\1.ffn.down.\2"),
-    (_LAYER + r"output\.LayerNorm\.(weight|bias)", r"layers.\1.ffn.norm.\2"),
-    (r"qa_outputs\.(weight|bias)", r"qa_outputs.\1"),
-]
-_IGNORED = re.compile(r"(?:bert\.)?(pooler\..*|embeddings\.position_ids)")
-
-
-def map_name(name: str) -> str | None:
+def map_name(name: str, family: Family | str = "bert") -> str | None:
     """Checkpoint tensor name -> BertForQA name (query/key/value still apart); None if unused."""
-    name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-    for pattern, repl in _RENAMES:
-        if re.fullmatch(pattern, name):
-            return re.sub(pattern, repl, name)
-    if _IGNORED.fullmatch(name):
-        return None
-    raise ModelError(f"checkpoint tensor {name!r} does not belong to a BERT question-answering model")
+    return (family_for(family) if isinstance(family, str) else family).map_name(name)
 
 
 _HF_MODULES = {"embeddings.word": "bert.embeddings.word_embeddings",
@@ -155,7 +134,8 @@ _HF_MODULES = {"embeddings.word": "bert.embeddings.word_embeddings",
 
 def hf_state_dict(model: BertForQA) -> dict[str, torch.Tensor]:
     """The model's tensors under Hugging Face BertForQuestionAnswering names, query/key/value
-    apart (views, no copies): the inverse of map_name, for writing checkpoints."""
+    apart (views, no copies): the inverse of map_name, for writing checkpoints (BERT only)."""
+    assert model.config.model_type == "bert", f"hf_state_dict writes BERT names, not {model.config.model_type}'s"
     out = {}
     for name, t in model.state_dict().items():
         module, _, kind = name.rpartition(".")
@@ -215,13 +195,13 @@ def load_model(path: Path) -> BertForQA:
 _QKV = re.compile(r"layers\.(\d+)\.attention\.(query|key|value)\.(weight|bias)")
 
 
-def tensor_sources(names) -> dict[str, list[str]]:
+def tensor_sources(names, family: Family | str = "bert") -> dict[str, list[str]]:
     """BertForQA tensor name -> the checkpoint tensors it is made of, in order: one, or three
     for the fused projection (rows [query; key; value]). An incomplete triple is left out, so
     that it is reported as missing."""
     sources, qkv = {}, {}
     for name in names:
-        ours = map_name(name)
+        ours = map_name(name, family)
         if ours is None:
             continue
         m = _QKV.fullmatch(ours)
@@ -275,7 +255,7 @@ def model_from_tensors(config: BertConfig, names, get, source: str = "checkpoint
     """Build on `meta`, then assign each tensor get(name) (converted to fp32) by name mapping.
     Query, key and value are fused in the order [query; key; value]."""
     model = meta_model(config)
-    state = {ours: read_fp32(get, srcs) for ours, srcs in tensor_sources(names).items()}
+    state = {ours: read_fp32(get, srcs) for ours, srcs in tensor_sources(names, config.model_type).items()}
     check_shapes({k: v.shape for k, v in state.items()}, model, source)
     model.load_state_dict(state, assign=True)
     return model.eval()
@@ -293,8 +273,9 @@ def lazy_model(path: Path) -> tuple[BertForQA, dict[str, Callable[[], tuple]]]:
     model.safetensors when called, with plain file reads (see safetensors_io), fresh each call.
     Shapes are checked against the header before anything is read."""
     ckpt = SafetensorsFile(path / "model.safetensors")
-    model = meta_model(read_config(path))
-    sources = tensor_sources(ckpt.names)
+    config = read_config(path)
+    model = meta_model(config)
+    sources = tensor_sources(ckpt.names, config.model_type)
     check_shapes({ours: _fused_shape([ckpt.shape(n) for n in srcs]) for ours, srcs in sources.items()},
                  model, str(ckpt.path))
     linears = [name for name, m in model.named_modules() if type(m) is nn.Linear]

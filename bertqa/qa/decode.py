@@ -1,7 +1,7 @@
 """Start/end logits of every window -> answers as character slices of the context (postprocessing).
 
 Candidates are the n-best start and end tokens of each window, kept when both lie in the
-context, end >= start and the span is at most max_answer_len tokens. Spans are ranked across
+context (and cover more than whitespace), end >= start and the span is at most max_answer_len tokens. Spans are ranked across
 windows by start_logit + end_logit (the original BERT rule: logits are comparable across windows,
 per-window probabilities are not). The reported score is the span's probability inside its
 window, p_start * p_end, with the softmax taken over the window's context tokens and [CLS].
@@ -58,7 +58,9 @@ def window_candidates(start: np.ndarray, end: np.ndarray, window: Window, opts: 
     p_end = np.zeros(n)
     p_start[keep] = _softmax(start[keep])
     p_end[keep] = _softmax(end[keep])
-    ctx_idx = np.flatnonzero(ctx)
+    # a token with an empty span (whitespace only: bertqa.qa.tokenizer) may not bound an answer
+    ctx_idx = np.array([i for i in np.flatnonzero(ctx) if window.offsets[i][0] < window.offsets[i][1]],
+                       dtype=np.int64)
     k = min(opts.n_best, len(ctx_idx))
     starts = ctx_idx[np.argsort(-start[ctx_idx], kind="stable")[:k]]
     ends = ctx_idx[np.argsort(-end[ctx_idx], kind="stable")[:k]]

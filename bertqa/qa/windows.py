@@ -1,19 +1,21 @@
 """Question + context -> model windows with character offsets (the preprocessing step).
 
-The context is tokenized once with the fast WordPiece tokenizer, keeping each token's character
-span in the original string; long contexts are cut into overlapping windows
-`[CLS] question [SEP] context piece [SEP]`, so that an answer can later be sliced out of the
-original context by characters: no `##` wordpieces, no lower-casing reach the user.
+The context is tokenized once with the model's fast tokenizer (bertqa.qa.tokenizer), keeping
+each token's character span in the original string; long contexts are cut into overlapping
+windows framed by the family's special tokens (`[CLS] question [SEP] context piece [SEP]`,
+`<s> question </s></s> context piece </s>`), so that an answer can later be sliced out of the
+original context by characters: no `##` wordpieces, "Ġ" or "▁", no lower-casing reach the user.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from bertqa.errors import InputError, ModelError
+from bertqa.errors import InputError
+from bertqa.qa.tokenizer import Tokenizer
+
+__all__ = ["Tokenizer", "Window", "WindowOptions", "check_text", "collate", "make_windows", "question_ids"]
 
 
 @dataclass(frozen=True)
@@ -41,41 +43,6 @@ class Window:
     offsets: list[tuple[int, int] | None]
 
 
-class Tokenizer:
-    """The model directory's fast tokenizer, used without its own special-token template."""
-
-    def __init__(self, model_dir: Path):
-        from tokenizers import Tokenizer as HFTokenizer
-        try:
-            if (model_dir / "tokenizer.json").is_file():
-                self.tok = HFTokenizer.from_file(str(model_dir / "tokenizer.json"))
-            else:
-                from tokenizers.implementations import BertWordPieceTokenizer
-                lower = _do_lower_case(model_dir)
-                self.tok = BertWordPieceTokenizer(str(model_dir / "vocab.txt"), lowercase=lower,
-                                                  strip_accents=lower)._tokenizer
-        except Exception as e:
-            raise ModelError(f"cannot load the tokenizer of {model_dir}: {e}") from e
-        self.tok.no_truncation()
-        self.tok.no_padding()
-        ids = {t: self.tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
-        if None in ids.values():
-            raise ModelError(f"the tokenizer of {model_dir} lacks {[t for t, i in ids.items() if i is None]}")
-        self.cls_id, self.sep_id, self.pad_id = ids["[CLS]"], ids["[SEP]"], ids["[PAD]"]
-
-    def encode_many(self, texts: list[str]):
-        """Each text -> (ids, char offsets), no special tokens."""
-        encs = self.tok.encode_batch(texts, add_special_tokens=False)
-        return [(e.ids, e.offsets) for e in encs]
-
-
-def _do_lower_case(model_dir: Path) -> bool:
-    try:
-        return bool(json.loads((model_dir / "tokenizer_config.json").read_text()).get("do_lower_case", True))
-    except (OSError, json.JSONDecodeError):
-        return True
-
-
 def check_text(name: str, text, max_chars: int | None = None) -> None:
     if not isinstance(text, str):
         raise InputError(f"{name} must be a string, got {type(text).__name__}")
@@ -97,6 +64,7 @@ def question_ids(q_ids: list[int], history_ids: list[int], limit: int) -> list[i
 def make_windows(tokenizer: Tokenizer, questions: list[str], contexts: list[str],
                  opts: WindowOptions, histories: list[str] | None = None) -> list[Window]:
     """All windows of all (question, context) pairs, in pair order."""
+    layout = tokenizer.layout
     histories = histories or [""] * len(questions)
     q_enc = tokenizer.encode_many(questions)
     h_enc = tokenizer.encode_many(histories)
@@ -106,14 +74,21 @@ def make_windows(tokenizer: Tokenizer, questions: list[str], contexts: list[str]
         if not c_ids:
             raise InputError(f"context {ex} has no tokens the model knows")
         q = question_ids(q_ids, h_ids, opts.max_question_len)
-        room = opts.max_seq_len - len(q) - 3                       # context tokens per window
+        room = opts.max_seq_len - len(q) - layout.n_special         # context tokens per window
         step = room - opts.doc_stride
+        if step < 1:
+            raise InputError(f"doc_stride ({opts.doc_stride}) must be smaller than the context part "
+                             f"of a window ({room} tokens with this tokenizer's {layout.n_special} "
+                             "special tokens)")
+        head_ids = [*layout.prefix, *q, *layout.middle]
+        head_types = [*layout.prefix_types, *[layout.question_type] * len(q), *layout.middle_types]
         start = 0
         while True:
             piece = range(start, min(start + room, len(c_ids)))
-            ids = [tokenizer.cls_id, *q, tokenizer.sep_id, *(c_ids[i] for i in piece), tokenizer.sep_id]
-            type_ids = [0] * (len(q) + 2) + [1] * (len(piece) + 1)
-            offsets = [None] * (len(q) + 2) + [tuple(c_offs[i]) for i in piece] + [None]
+            ids = [*head_ids, *(c_ids[i] for i in piece), *layout.suffix]
+            type_ids = [*head_types, *[layout.context_type] * len(piece), *layout.suffix_types]
+            offsets = ([None] * len(head_ids) + [tuple(c_offs[i]) for i in piece]
+                       + [None] * len(layout.suffix))
             windows.append(Window(ex, ids, type_ids, offsets))
             if piece.stop >= len(c_ids):
                 break
