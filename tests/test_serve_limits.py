@@ -136,7 +136,7 @@ def test_overload_gets_503_with_retry_after_and_every_accepted_request_is_answer
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(503) > 0, "a queue of 2 with batches of 1 took 40 requests at once"
-    assert statuses.count(200) >= 3, statuses
+    assert statuses.count(200) >= 2, statuses          # at least the queue's places
     for r in responses:
         if r.status_code == 503:
             assert r.headers["Retry-After"].isdigit() and r.json()["error"]["code"] == "overloaded"

@@ -145,3 +145,10 @@ def test_busy_port_is_a_clear_error():
         taken.listen()
         with pytest.raises(BertQAError, match="cannot listen on 127.0.0.1"):
             listen("127.0.0.1", taken.getsockname()[1])
+
+
+def test_forward_chunks_keep_to_the_token_budget():
+    from bertqa.serve.batcher import forward_chunks
+    chunks = forward_chunks([155] * 16, 16, max_tokens=1024)
+    assert [len(c) for c in chunks] == [6, 6, 4]
+    assert forward_chunks([2000, 10], 16, max_tokens=1024) == [[0], [1]]      # a long window still runs

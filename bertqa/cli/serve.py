@@ -20,6 +20,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--port", type=int, default=d.port, help="0 picks a free port (printed at start)")
     g.add_argument("--max-batch", type=int, default=d.max_batch,
                    help="windows per forward pass across requests; 1 turns dynamic batching off")
+    g.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
+                   help="padded tokens per forward pass (one window always fits)")
     g.add_argument("--max-wait-ms", type=non_negative_float, default=d.max_wait_ms,
                    help="how long a batch waits for more requests after its first one")
     g.add_argument("--max-queue", type=int, default=d.max_queue,
@@ -30,6 +32,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-context-chars", type=int, default=d.max_context_chars)
     g.add_argument("--max-windows", type=int, default=d.max_windows, help="windows per request")
     g.add_argument("--max-items", type=int, default=d.max_items, help="pairs per /v1/answer:batch request")
+    g.add_argument("--read-timeout-s", type=float, default=d.read_timeout_s,
+                   help="time a request may take to arrive (headers and body); then 408")
+    g.add_argument("--max-connections", type=int, default=d.max_connections,
+                   help="open connections; more get 503 (kept below the open-file limit)")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     r = p.add_argument_group("Ray Serve (needs bertqa[ray]; docs/scale-out.md)")
     r.add_argument("--ray", action="store_true", help="serve with Ray Serve: replicas behind one endpoint")
@@ -59,11 +65,13 @@ def run_serve(args) -> int:
     from bertqa.serve.config import ServeConfig
     try:
         config = ServeConfig(host=args.host, port=args.port, max_batch=args.max_batch,
+                             max_batch_tokens=args.max_batch_tokens,
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                              timeout_s=args.timeout_s, max_body_bytes=args.max_body_bytes,
                              max_question_chars=args.max_question_chars,
                              max_context_chars=args.max_context_chars,
-                             max_windows=args.max_windows, max_items=args.max_items)
+                             max_windows=args.max_windows, max_items=args.max_items,
+                             read_timeout_s=args.read_timeout_s, max_connections=args.max_connections)
     except ValueError as e:
         raise BertQAError(str(e)) from None
     if args.ray:

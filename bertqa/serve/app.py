@@ -2,44 +2,53 @@
 
     POST /v1/answer        {question, context, top_k?, max_answer_len?, allow_no_answer?}
     POST /v1/answer:batch  {items: [ ...the same objects... ]}
-    GET  /healthz  /readyz  /metrics
+    GET  /healthz  /readyz  /metrics  /info, and / (a page to try it; see page.py)
+
+A request takes its place in the queue before its body is read (guard.py), and gives it up
+when its client closes the connection: its windows are then dropped, queued or not.
 
 No `from __future__ import annotations` here: FastAPI reads the route annotations, and the
 request models are built inside create_app from the config.
 """
 import asyncio
 import logging
+import os
+import resource
 import signal
 import socket
 import threading
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertqa.api import QAModel
 from bertqa.errors import BertQAError, InputError
 from bertqa.qa.windows import make_windows
-from bertqa.serve.batcher import Batcher, Job, Overloaded
+from bertqa.serve.batcher import Batcher, Job
 from bertqa.serve.config import ServeConfig
-from bertqa.serve.errors import ServeError, field_name
-from bertqa.serve.guard import BodyGuard, CountRequests
+from bertqa.serve.connections import edge_protocol, quiet_logs
+from bertqa.serve.errors import ClientGone, ServeError, field_name
+from bertqa.serve.guard import RETRY_AFTER_S, TICKET, BodyGuard, CountRequests
 from bertqa.serve.metrics import CONTENT_TYPE, ServeMetrics
+from bertqa.serve.page import add_page
 from bertqa.serve.schemas import (AnswerOut, AnswerResponse, BatchResponse, ErrorResponse, Health,
                                   PairAnswers, Readiness, request_models)
 
 log = logging.getLogger("bertqa.serve")
-PATHS = {"/v1/answer", "/v1/answer:batch", "/healthz", "/readyz", "/metrics"}
-RETRY_AFTER_S = 1
+PATHS = {"/v1/answer", "/v1/answer:batch", "/healthz", "/readyz", "/metrics", "/info", "/"}
+FD_HEADROOM = 64           # files the server may open besides its connections (logs, threads, libs)
 ERRORS = {status: {"model": ErrorResponse, "description": why} for status, why in [
-    (400, "the body is not JSON, or not UTF-8"), (413, "the body is too large"),
-    (415, "the body is not application/json"),
+    (400, "the body is not JSON, or not UTF-8, or the HTTP request is malformed"),
+    (408, "the request did not arrive within the read timeout"),
+    (413, "the body is too large"), (415, "the body is not application/json"),
     (422, "a field is missing, of the wrong type, empty, too long, or unknown"),
-    (503, "the queue is full or the model is not loaded: retry after Retry-After seconds"),
+    (503, "the queue is full, the model is not loaded, or the server holds too many connections: "
+          "retry after Retry-After seconds"),
     (504, "not answered within the per-request timeout")]}
 
 
@@ -47,7 +56,8 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
     config = config or ServeConfig()
     AnswerRequest, BatchRequest = request_models(config)
     metrics = ServeMetrics(queue_depth=lambda: batcher.depth())
-    batcher = Batcher(qa.pipeline, config.max_batch, config.max_wait_ms / 1000, config.max_queue, metrics)
+    batcher = Batcher(qa.pipeline, config.max_batch, config.max_wait_ms / 1000, config.max_queue, metrics,
+                      config.max_batch_tokens)
     info = {"model": qa.model_name, "target": qa.target, "precision": qa.precision}
     state = {"ready": False}
 
@@ -61,10 +71,13 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
         state["ready"] = False
         await asyncio.to_thread(batcher.close, config.grace_s)
 
-    app = FastAPI(title="bertqa", version="1", lifespan=lifespan,
+    # no /docs or /redoc: they load their scripts from a CDN (blank offline); GET / is the page
+    app = FastAPI(title="bertqa", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Extractive question answering: answers are slices of the context.")
+    app.state.metrics = metrics
     app.add_middleware(BodyGuard, max_bytes=config.max_body_bytes, metrics=metrics,
-                       paths={"/v1/answer", "/v1/answer:batch"})
+                       paths={"/v1/answer", "/v1/answer:batch"}, admit=batcher.admit,
+                       drain_bytes=config.drain_bytes)
     app.add_middleware(CountRequests, metrics=metrics, paths=PATHS)   # outermost: sees every status
     app.state.healthy = lambda: state["ready"] and batcher._thread.is_alive()   # for Ray's health check
 
@@ -89,11 +102,16 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
                              [{"field": p["field"], "message": p["message"]} for p in problems])
         return err.response(metrics)
 
+    @app.exception_handler(ClientGone)
+    async def client_gone(request, e: ClientGone):
+        metrics.errors.inc("client_closed")
+        return Response(status_code=499)              # never sent: counted as 499, nginx's code
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
-        if e.status_code == 400:        # FastAPI could not parse the body (e.g. JSON nested too deep)
-            return ServeError(400, "invalid_json", f"the body could not be parsed as JSON: {e.detail}"
-                              ).response(metrics)
+        if e.status_code == 400:        # FastAPI could not parse the body: the reason is the cause
+            return ServeError(400, "invalid_json", f"the body could not be parsed as JSON: "
+                              f"{parse_failure(e.__cause__)}").response(metrics)
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
         return ServeError(e.status_code, code, str(e.detail), headers=e.headers).response(metrics)
 
@@ -121,54 +139,65 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
                              f"{config.max_windows} per request", where)
         return windows
 
-    async def answer_items(items, prefixes, t0: float):
-        """Windows in a thread, forward and decode in the batcher, all within the timeout."""
+    async def answer_items(items, prefixes, t0: float, raw: Request):
+        """Windows in a thread, forward and decode in the batcher, all within the timeout and
+        while the client is connected (its place in the queue was taken by BodyGuard)."""
         if not state["ready"]:
             raise ServeError(503, "not_ready", "the server is starting or stopping",
                              headers={"Retry-After": str(RETRY_AFTER_S)})
-        windows = await run_in_threadpool(windows_of, items, prefixes)
-        decodes = [qa.options.with_decode(max_answer_len=it.max_answer_len,
-                                          allow_no_answer=it.allow_no_answer).decode for it in items]
-        job = Job([it.context for it in items], windows, decodes, [it.top_k for it in items],
-                  asyncio.get_running_loop().create_future())
+        gone = asyncio.ensure_future(disconnected(raw.receive))
+        job = None
         try:
-            batcher.submit(job)
-        except Overloaded as e:
-            raise ServeError(503, "overloaded", f"{e}; retry later",
-                             headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-        try:
+            windows = await run_in_threadpool(windows_of, items, prefixes)
+            if gone.done():
+                raise ClientGone()
+            decodes = [qa.options.with_decode(max_answer_len=it.max_answer_len,
+                                              allow_no_answer=it.allow_no_answer).decode for it in items]
+            job = Job([it.context for it in items], windows, decodes, [it.top_k for it in items],
+                      asyncio.get_running_loop().create_future())
+            batcher.submit(job, raw.scope[TICKET])
             remaining = config.timeout_s - (time.perf_counter() - t0)
-            return await asyncio.wait_for(job.future, max(remaining, 0.001))
-        except asyncio.TimeoutError:
-            raise ServeError(504, "timeout", f"not answered within {config.timeout_s:g} s") from None
+            await asyncio.wait([job.future, gone], timeout=max(remaining, 0.001),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if job.future.done():
+                return job.future.result()
+            if gone.done():
+                raise ClientGone()
+            raise ServeError(504, "timeout", f"not answered within {config.timeout_s:g} s")
         finally:
-            job.cancelled = True        # no-op once answered; otherwise the batcher skips it
+            gone.cancel()
+            if job is not None:
+                job.cancelled = True    # no-op once answered; otherwise the batcher drops its windows
 
     def out(answers) -> list[AnswerOut]:
         return [AnswerOut(**a.to_dict()) for a in answers]
 
-    @app.post("/v1/answer", response_model=AnswerResponse, responses=ERRORS)
-    async def answer(request: AnswerRequest) -> AnswerResponse:
+    body_limit = {"requestBody": {"description": f"JSON, at most {config.max_body_bytes} bytes (else 413)",
+                                  "x-max-body-bytes": config.max_body_bytes}}
+
+    @app.post("/v1/answer", response_model=AnswerResponse, responses=ERRORS, openapi_extra=body_limit)
+    async def answer(request: AnswerRequest, raw: Request) -> AnswerResponse:
         """The top_k answers to one question about one context."""
         t0 = time.perf_counter()
-        [answers] = await answer_items([request], [""], t0)
+        [answers] = await answer_items([request], [""], t0, raw)
         return AnswerResponse(answers=out(answers), time_ms=(time.perf_counter() - t0) * 1e3, **info)
 
-    @app.post("/v1/answer:batch", response_model=BatchResponse, responses=ERRORS)
-    async def answer_batch(request: BatchRequest) -> BatchResponse:
+    @app.post("/v1/answer:batch", response_model=BatchResponse, responses=ERRORS, openapi_extra=body_limit)
+    async def answer_batch(request: BatchRequest, raw: Request) -> BatchResponse:
         """Answers for many (question, context) pairs; their windows share forward batches."""
         t0 = time.perf_counter()
         prefixes = [f"items[{i}]." for i in range(len(request.items))]
-        results = await answer_items(request.items, prefixes, t0)
+        results = await answer_items(request.items, prefixes, t0, raw)
         return BatchResponse(results=[PairAnswers(answers=out(a)) for a in results],
                              time_ms=(time.perf_counter() - t0) * 1e3, **info)
 
-    @app.get("/healthz", response_model=Health)
+    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health)
     async def healthz() -> Health:
         """The server process answers (even while the model computes)."""
         return Health(status="ok")
 
-    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    @app.api_route("/readyz", methods=["GET", "HEAD"], response_model=Readiness,
+                   responses={503: {"model": Readiness}})
     async def readyz():
         """The model is loaded and the batcher takes requests."""
         body = Readiness(status="ready" if state["ready"] else "not ready", **info)
@@ -179,7 +208,37 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
         """Prometheus text: requests, errors, batch sizes, queue time, inference time."""
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
+    add_page(app, dict(info, backend=qa.prepared.backend), config)
     return app
+
+
+async def disconnected(receive) -> None:
+    """Returns when the client has closed the connection (the body was read before)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def parse_failure(cause: BaseException | None) -> str:
+    """Why json.loads failed on a body that is valid JSON text by grammar."""
+    if isinstance(cause, RecursionError):
+        return "it is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return f"a number has more digits than the limit ({str(cause).split('(')[1].split(')')[0]})"
+    return f"{type(cause).__name__}: {cause}" if cause else "unknown reason"
+
+
+def connection_cap(wanted: int) -> int:
+    """wanted, or fewer so that connections cannot use up the open-file limit (raised to its
+    hard limit first, where allowed)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            soft = min(hard, 1 << 16) if hard != resource.RLIM_INFINITY else 1 << 16
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        except (ValueError, OSError):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 32
+    return max(1, min(wanted, soft - open_now - FD_HEADROOM))
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -201,10 +260,14 @@ def serve(qa: QAModel, config: ServeConfig, log_level: str = "info") -> None:
     app = create_app(qa, config)
     sock = listen(config.host, config.port)
     host, port = sock.getsockname()[:2]
+    cap = connection_cap(config.max_connections)
+    protocol = edge_protocol(app.state.metrics, config.read_timeout_s, cap, config.max_body_bytes)
     print(f"bertqa serve: listening on http://{host if ':' not in host else f'[{host}]'}:{port} "
-          "(POST /v1/answer; OpenAPI at /docs)", flush=True)
+          f"(a page to try it at /, POST /v1/answer, OpenAPI at /openapi.json; at most {cap} "
+          "connections)", flush=True)
     uv = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=config.grace_s,
-                        access_log=False)
+                        access_log=False, http=protocol)
+    quiet_logs()                        # after uvicorn.Config, which configures its loggers
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
     # handler that was there before it: ours notes it, so that a graceful stop exits 0.
     received = []

@@ -7,10 +7,12 @@ passes with other requests' windows (grouped by length, so that short windows ar
 to long ones; see forward_chunks). Each request is decoded with its own options (top_k,
 max_answer_len, allow_no_answer) after the shared forward pass.
 
-The queue is bounded (submit raises Overloaded) and inference never runs on the event loop:
-results go back to it with call_soon_threadsafe, so health checks are answered while the model
-computes. A request whose caller gave up (timeout) is skipped if still queued, and a batch whose
-callers all gave up stops at the next forward chunk.
+The queue is bounded by admission tickets: the HTTP edge takes one (admit) before it reads or
+parses anything, so that a full queue is refused before any work; the ticket is given back when
+its request leaves the queue for a batch, or fails before it. Inference never runs on the event
+loop: results go back to it with call_soon_threadsafe, so health checks are answered while the
+model computes. A request whose caller gave up (timeout, or the client closed the connection)
+is skipped if still queued, and its windows are dropped from the forward passes still to run.
 """
 from __future__ import annotations
 
@@ -29,17 +31,22 @@ from bertqa.serve.metrics import ServeMetrics
 log = logging.getLogger("bertqa.serve")
 
 
-def forward_chunks(lengths: list[int], max_batch: int, max_padding: float = 0.25) -> list[list[int]]:
+def forward_chunks(lengths: list[int], max_batch: int, max_padding: float = 0.25,
+                   max_tokens: int | None = None) -> list[list[int]]:
     """Windows (by index) grouped into forward passes: longest first, at most max_batch a pass,
-    and a pass closes before padding to its longest window would add more than max_padding of
-    its real tokens. On a CPU a pass costs about its padded tokens, so one 384-token window among
-    fifteen 60-token ones would make the pass nearly five times dearer; a pass of its own costs
-    little."""
+    at most max_tokens padded tokens a pass (one window always fits), and a pass closes before
+    padding to its longest window would add more than max_padding of its real tokens. On a CPU
+    a pass costs about its padded tokens, so one 384-token window among fifteen 60-token ones
+    would make the pass nearly five times dearer; a pass of its own costs little. The token
+    budget keeps passes short: on the 2-core machine of docs/serve.md, passes of 16 windows of
+    155 tokens ran 3x slower per window than single windows while other processes took cores
+    (an OpenMP region waits for its slowest thread), passes of 4-6 did not."""
     assert max_batch >= 1 and max_padding >= 0
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     chunks, chunk, real = [], [], 0
     for i in order:
         if chunk and (len(chunk) == max_batch or
+                      (max_tokens is not None and (len(chunk) + 1) * lengths[chunk[0]] > max_tokens) or
                       (len(chunk) + 1) * lengths[chunk[0]] > (1 + max_padding) * (real + lengths[i])):
             chunks.append(chunk)
             chunk, real = [], 0
@@ -52,6 +59,16 @@ class Overloaded(Exception):
     """The queue is full, or the batcher is shutting down."""
 
 
+class Ticket:
+    """A place in the queue, held from admission until the request's batch starts (or it fails)."""
+
+    def __init__(self, batcher: "Batcher"):
+        self.batcher, self.released = batcher, False
+
+    def release(self) -> None:
+        self.batcher._release(self)
+
+
 @dataclass(eq=False)
 class Job:
     """One HTTP request: its pairs' windows (window.example indexes contexts) and decode options."""
@@ -62,6 +79,7 @@ class Job:
     future: asyncio.Future             # resolved on its event loop with list[list[Answer]]
     enqueued: float = field(default_factory=time.perf_counter)
     cancelled: bool = False            # set by the caller that stopped waiting
+    ticket: Ticket | None = None       # its place in the queue (Batcher.submit sets it)
 
     def _settle(self, result=None, error: BaseException | None = None) -> None:
         def settle():
@@ -79,28 +97,50 @@ class Job:
 
 class Batcher:
     def __init__(self, pipeline: QAPipeline, max_batch: int, max_wait_s: float, max_queue: int,
-                 metrics: ServeMetrics):
+                 metrics: ServeMetrics, max_tokens: int | None = None):
         assert max_batch >= 1 and max_queue >= 1 and max_wait_s >= 0
+        self.max_tokens = max_tokens
         self.pipeline = pipeline
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.metrics = metrics
         self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._waiting = 0                               # tickets out: admitted, not yet in a batch
         self._thread = threading.Thread(target=self._work, name="bertqa-batcher", daemon=True)
 
     def depth(self) -> int:
-        return len(self._jobs)
+        """Requests admitted and not yet in a batch (queued, or still being read and tokenized)."""
+        return self._waiting
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
+    def admit(self) -> Ticket:
+        """A place in the queue, or Overloaded when max_queue requests hold one."""
         with self._cond:
             if self._closing:
                 raise Overloaded("the server is shutting down")
-            if len(self._jobs) >= self.max_queue:
-                raise Overloaded(f"{len(self._jobs)} requests are waiting for the model (the limit)")
+            if self._waiting >= self.max_queue:
+                raise Overloaded(f"{self._waiting} requests are waiting for the model (the limit)")
+            self._waiting += 1
+            return Ticket(self)
+
+    def _release(self, ticket: Ticket) -> None:
+        with self._cond:
+            if not ticket.released:
+                ticket.released = True
+                self._waiting -= 1
+
+    def submit(self, job: Job, ticket: Ticket | None = None) -> None:
+        """Queue job on its ticket (taken now when None: Overloaded if the queue is full)."""
+        ticket = ticket or self.admit()
+        with self._cond:
+            if self._closing and not ticket.released:
+                ticket.released = True
+                self._waiting -= 1
+                raise Overloaded("the server is shutting down")
+            job.ticket = ticket
             self._jobs.append(job)
             self._cond.notify()
 
@@ -125,11 +165,20 @@ class Batcher:
                 for job in batch:
                     job._settle(error=e)
 
+    def _popleft(self) -> Job:
+        """The oldest job, its ticket given back (the caller holds the lock)."""
+        job = self._jobs.popleft()
+        if job.ticket is not None and not job.ticket.released:
+            job.ticket.released = True
+            self._waiting -= 1
+        return job
+
     def _pop_live(self) -> Job | None:
         while self._jobs:
-            job = self._jobs.popleft()
+            job = self._popleft()
             if not job.cancelled:
                 return job
+            self.metrics.dropped_windows.inc(by=len(job.windows))
         return None
 
     def _next_batch(self) -> list[Job] | None:
@@ -145,11 +194,11 @@ class Batcher:
             deadline = first.enqueued + self.max_wait_s
             while size < self.max_batch:
                 while self._jobs and self._jobs[0].cancelled:
-                    self._jobs.popleft()
+                    self.metrics.dropped_windows.inc(by=len(self._popleft().windows))
                 if self._jobs:
                     if size + len(self._jobs[0].windows) > self.max_batch:
                         break                           # first in, first out: no overtaking
-                    job = self._jobs.popleft()
+                    job = self._popleft()
                     batch.append(job)
                     size += len(job.windows)
                     continue
@@ -166,12 +215,17 @@ class Batcher:
         windows = [w for job in batch for w in job.windows]
         self.metrics.batch_requests.observe(len(batch))
         self.metrics.batch_windows.observe(len(windows))
+        owner = [job for job in batch for _ in job.windows]
         logits = [None] * len(windows)
-        for chunk in forward_chunks([len(w.ids) for w in windows], self.max_batch):
-            if all(job.cancelled for job in batch):
-                return
-            for i, lg in zip(chunk, self.pipeline.logits([windows[i] for i in chunk], len(chunk))):
+        for chunk in forward_chunks([len(w.ids) for w in windows], self.max_batch,
+                                    max_tokens=self.max_tokens):
+            live = [i for i in chunk if not owner[i].cancelled]      # a gone client's windows: dropped
+            self.metrics.dropped_windows.inc(by=len(chunk) - len(live))
+            if not live:
+                continue
+            for i, lg in zip(live, self.pipeline.logits([windows[i] for i in live], len(live))):
                 logits[i] = lg
+            self.metrics.forward_windows.inc(by=len(live))
         at = 0
         for job in batch:
             mine, at = logits[at:at + len(job.windows)], at + len(job.windows)

@@ -16,15 +16,31 @@ class ServeError(Exception):
         self.errors = errors if errors is not None else [{"field": field, "message": message}]
         self.headers = headers
 
-    def response(self, metrics=None) -> Response:
-        if metrics is not None:
-            metrics.errors.inc(self.code)
+    def body(self) -> bytes:
         body = {"error": {"code": self.code, "message": self.message, "field": self.field,
                           "errors": self.errors}}
         # ASCII-escaped: a field name from the request may hold a lone surrogate, which is
         # valid in JSON text but cannot be encoded as UTF-8
-        return Response(json.dumps(body, ensure_ascii=True), status_code=self.status,
-                        headers=self.headers, media_type="application/json")
+        return json.dumps(body, ensure_ascii=True).encode("ascii")
+
+    def response(self, metrics=None) -> Response:
+        if metrics is not None:
+            metrics.errors.inc(self.code)
+        return Response(self.body(), status_code=self.status, headers=self.headers,
+                        media_type="application/json")
+
+    def raw_http(self, reason: str) -> bytes:
+        """The whole HTTP/1.1 response, closing the connection: for replies written below the
+        ASGI app (by the connection protocol, before or without a request)."""
+        body = self.body()
+        head = (f"HTTP/1.1 {self.status} {reason}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n")
+        head += "".join(f"{k}: {v}\r\n" for k, v in (self.headers or {}).items())
+        return (head + "\r\n").encode("ascii") + body
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer: nothing is sent, it counts as 499."""
 
 
 def field_name(loc: tuple) -> str | None:

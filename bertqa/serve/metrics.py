@@ -113,6 +113,9 @@ class ServeMetrics:
         self.errors = Counter("bertqa_errors_total", "Requests answered with an error, by error code",
                               ("code",))
         self.in_flight = Gauge("bertqa_requests_in_flight", "Answer requests being handled now")
+        self.forward_windows = Counter("bertqa_forward_windows_total", "Windows run through the model")
+        self.dropped_windows = Counter("bertqa_dropped_windows_total",
+                                       "Windows not run: their client closed the connection or timed out")
         self.queue_depth = Gauge("bertqa_queue_depth", "Requests waiting for the model", queue_depth)
         self.batch_requests = Histogram("bertqa_batch_requests", "Requests per forward batch", SIZES)
         self.batch_windows = Histogram("bertqa_batch_windows", "Windows (model inputs) per forward batch", SIZES)
@@ -121,7 +124,8 @@ class ServeMetrics:
                                            "Time of one batch: forward passes and decoding", SECONDS)
 
     def all(self):
-        return [self.requests, self.errors, self.in_flight, self.queue_depth, self.batch_requests,
+        return [self.requests, self.errors, self.in_flight, self.forward_windows, self.dropped_windows,
+                self.queue_depth, self.batch_requests,
                 self.batch_windows, self.queue_seconds, self.inference_seconds]
 
     def render(self) -> str:
