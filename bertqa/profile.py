@@ -199,8 +199,29 @@ def profile_questions(qa, pairs: Sequence[tuple[str, str]], warmup: int = WARMUP
         flush_stats(model)                                 # device-side saturation counters
     finally:
         qa.pipeline.model = graphed
+    note = first_layer_note(prof, qa.threads)
     return {**prof.summary(), "total": total, "questions": len(pairs), "labels": host_labels(qa),
-            "notes": notes}
+            "notes": notes + ([note] if note else [])}
+
+
+def first_layer_note(prof: ForwardProfiler, threads: int) -> str | None:
+    """A note when the first layer's Linear layers take far longer than the median layer's:
+    with several threads, the pool's workers sleep during the Python work between forwards
+    (tokenize, decode) and the first parallel kernels of each forward wait for them to wake."""
+    import statistics
+    per_layer: dict[int, float] = defaultdict(float)
+    for name in prof.linears:
+        digits = [int(p) for p in name.split(".") if p.isdigit()]
+        if digits:
+            per_layer[digits[0]] += prof.seconds[name]
+    if len(per_layer) < 3 or threads <= 1:
+        return None
+    first, typical = per_layer[min(per_layer)], statistics.median(per_layer.values())
+    if typical <= 0 or first < 3 * typical:
+        return None
+    return (f"the first layer's Linear layers took {first / typical:.1f}x the median layer's: with "
+            f"{threads} threads each forward's first kernels wait for the thread pool to wake "
+            "(compare --threads 1)")
 
 
 def format_profile(summary: dict) -> str:
@@ -211,10 +232,10 @@ def format_profile(summary: dict) -> str:
     total = summary["total"]
     lines = [f"{summary['questions']} questions, {summary['forwards']} forward passes, "
              f"{total * 1e3:.1f} ms in all ({total * 1e3 / summary['questions']:.1f} ms per question)",
-             f"{'':56} {'ms':>10} {'share':>7} {'calls':>7}"]
+             f"{'':64} {'ms':>10} {'share':>7} {'calls':>7}"]
 
     def add(label: str, seconds: float, calls: int | str = "") -> None:
-        lines.append(f"{label:56} {seconds * 1e3:10.1f} {100 * seconds / total:6.1f}% {calls:>7}")
+        lines.append(f"{label:64} {seconds * 1e3:10.1f} {100 * seconds / total:6.1f}% {calls:>7}")
 
     for kind, row in summary["linear"].items():
         add(f"Linear {kind}", row["seconds"], row["calls"])
@@ -227,7 +248,7 @@ def format_profile(summary: dict) -> str:
     for attr, row in summary.get("host", {}).items():
         role = HOST_ROLES.get(attr, attr)
         runs = labels.get(attr) or ", ".join(sorted(row["kernels"]))
-        add(f"{role}: {runs}"[:56], row["seconds"], row["calls"])
+        add(f"{role}: {runs}"[:64], row["seconds"], row["calls"])
     add("attention glue (head split, reshapes)", summary["attention"])
     for kind, row in summary.get("modules", {}).items():
         add(kind, row["seconds"], row["calls"])

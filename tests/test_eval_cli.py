@@ -109,5 +109,7 @@ def test_profile_end_to_end(capsys):
     assert main(["profile", "--model", "bundled", "--target", "customcpu", "--questions", "2"]) == 0
     out = capsys.readouterr().out
     for line in ("2 questions, 2 forward passes", "Linear attention.qkv", "in the backend",
-                 "attention softmax(QK^T/sqrt(d)) V: fp32 (PyTorch SDPA)", "model forward", "outside the model"):
+                 "attention softmax(QK^T/sqrt(d)) V: ", "residual add + LayerNorm: ", "embeddings",
+                 "rest of the forward", "model forward", "outside the model"):
         assert line in out
+    assert "SDPA" not in out or "fp32 (PyTorch SDPA)" in out      # named by what runs

@@ -44,9 +44,38 @@ def test_plain_model_times_add_up_and_hooks_go_away():
     assert s["linear"]["ffn.up"]["calls"] == 3 * TINY.num_hidden_layers
     assert s["linear"]["ffn.up"]["backend"] is None
     assert s["linear_total"] > 0 and s["attention"] > 0 and s["forward"] > s["linear_total"]
-    host = sum(r["seconds"] for r in s["host"].values()) + sum(r["seconds"] for r in s["modules"].values())
-    assert s["linear_total"] + s["attention"] + host + s["rest"] == pytest.approx(s["forward"])
+    host = sum(r["seconds"] for r in s["host"].values())
+    modules = sum(r["seconds"] for r in s["modules"].values())
+    assert s["linear_total"] + s["attention"] + host + modules + s["rest"] == pytest.approx(s["forward"])
+    assert set(s["host"]) == {"core", "add_norm"} and s["host"]["core"]["calls"] == 3 * TINY.num_hidden_layers
+    assert s["host"]["add_norm"]["calls"] == 6 * TINY.num_hidden_layers        # attention and ffn
+    assert s["host"]["core"]["kernels"] == {"sdpa_attention"} and s["host"]["core"]["seconds"] > 0
+    assert set(s["modules"]) == {"embeddings", "ffn.act (GELU)"}
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert "core" not in vars(model.layers[0].attention) or \
+        model.layers[0].attention.core.__name__ == "sdpa_attention"             # unwrapped again
+
+
+def test_profile_warms_up_and_names_the_kernels_that_run():
+    from bertqa.api import from_module
+    from bertqa.model.loading import BUNDLED_DIR
+    from bertqa.profile import profile_questions
+    from bertqa.qa.pipeline import QAOptions
+    from bertqa.qa.windows import WindowOptions
+    config = BertConfig(**{**TINY.__dict__, "vocab_size": 30522})
+    options = QAOptions(windows=WindowOptions(max_seq_len=64, doc_stride=16, max_question_len=16))
+    qa = from_module(random_model(config), BUNDLED_DIR, "tiny", "customcpu", "int", options=options)
+    calls = []
+    real = qa.answer
+    qa.answer = lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    pairs = [(f"Who kept lighthouse {i}?", "Ada kept the lighthouse.") for i in range(4)]
+    s = profile_questions(qa, pairs, warmup=3)
+    assert calls[:3] == [q for q, _ in pairs[:3]] and len(calls) == 3 + 4 and s["forwards"] == 4
+    text = format_profile(s)
+    attention, _, norm = qa.header()["attention"].partition(", ")
+    assert f"attention softmax(QK^T/sqrt(d)) V: {attention}"[:64] in text
+    assert f"residual add + LayerNorm: {norm or 'PyTorch add'}"[:40] in text
+    assert "GELU: fused into Linear ffn.up" in text and "ffn.act" not in text
 
 
 def test_custom_nodes_show_backend_time_and_parts():
@@ -85,3 +114,14 @@ def test_graph_replayed_model_is_profiled_eagerly_and_restored():
     assert s["forwards"] == 2 and s["linear"]["ffn.up"]["calls"] == 2 * config.num_hidden_layers
     assert any("CUDA graphs off" in n for n in s["notes"])
     assert "note: CUDA graphs off" in format_profile(s)
+
+
+def test_first_layer_note_only_where_layer_0_stands_out_with_threads():
+    from types import SimpleNamespace
+    from bertqa.profile import first_layer_note
+    names = [f"layers.{i}.ffn.up" for i in range(4)]
+    slow = SimpleNamespace(linears=names, seconds=dict(zip(names, [0.08, 0.01, 0.01, 0.012])))
+    assert "7.3x the median layer's" in first_layer_note(slow, threads=2)
+    assert first_layer_note(slow, threads=1) is None
+    even = SimpleNamespace(linears=names, seconds=dict(zip(names, [0.012, 0.01, 0.01, 0.012])))
+    assert first_layer_note(even, threads=2) is None
