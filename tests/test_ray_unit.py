@@ -46,6 +46,27 @@ def test_build_takes_the_config_file_args():
         ray_serve.build({"colour": "blue"})
 
 
+def test_the_example_config_file_is_what_serve_run_reads_and_builds():
+    """examples/ray-serve.yaml (docs/scale-out.md): Ray's schema accepts it, its import path is
+    our builder, and the builder, called as `serve run` calls it, gives the options it names."""
+    yaml = pytest.importorskip("yaml")
+    from pathlib import Path
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.schema import ServeDeploySchema
+    from ray._common.utils import import_attr
+    path = Path(__file__).resolve().parent.parent / "examples" / "ray-serve.yaml"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    (app_config,) = config.applications
+    assert app_config.import_path == "bertqa.serve.ray:build" and app_config.route_prefix == "/"
+    app = call_user_app_builder_with_args_if_necessary(import_attr(app_config.import_path), app_config.args)
+    deployment = app._bound_deployment
+    assert deployment.name == ray_serve.APP_NAME and deployment.num_replicas == app_config.args["replicas"]
+    assert deployment.max_ongoing_requests == app_config.args["max_queue"] + app_config.args["max_batch"]
+    load_kwargs, serve_config = deployment.init_args
+    assert load_kwargs == {"model": "bundled", "target": "cpu", "precision": "fp"}
+    assert serve_config["max_batch"] == 16 and serve_config["timeout_s"] == 30
+
+
 def run_asgi(status: int, content_type: bytes, body: bytes, headers=()):
     """What JSONRayErrors sends for an app that answers (status, content_type, body)."""
     async def app(scope, receive, send):
