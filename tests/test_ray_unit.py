@@ -27,6 +27,18 @@ def test_parse_autoscale_and_options_validate():
         ray_serve.RayOptions(max_queued=0)
 
 
+def test_replicas_that_cannot_fit_a_local_ray_are_refused_before_deploying():
+    assert ray_serve.check_fits(ray_serve.RayOptions(replicas=2), cpus=2) is None
+    assert ray_serve.check_fits(ray_serve.RayOptions(replicas=4, replica_cpus=0.5), cpus=2) is None
+    with pytest.raises(ValueError, match=r"3 replica\(s\) x --replica-cpus 1 need 3 CPUs and this machine's Ray has 2"):
+        ray_serve.check_fits(ray_serve.RayOptions(replicas=3), cpus=2)
+    with pytest.raises(ValueError, match="need 3 CPUs"):
+        ray_serve.check_fits(ray_serve.RayOptions(autoscale=(2, 4), replica_cpus=1.5), cpus=2)
+    note = ray_serve.check_fits(ray_serve.RayOptions(autoscale=(1, 4)), cpus=2)
+    assert note.startswith("note: at most 2 of the 4 replicas fit")
+    assert ray_serve.check_fits(ray_serve.RayOptions(autoscale=(1, 4), replica_cpus=0.5), cpus=2) is None
+
+
 def test_deployment_options_follow_the_serve_config():
     config = ServeConfig(max_batch=8, max_queue=32)
     fixed = ray_serve.deployment_options(config, ray_serve.RayOptions(replicas=3, replica_cpus=0.5))
