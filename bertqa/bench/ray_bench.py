@@ -7,14 +7,16 @@ throughput of 1 vs 2 replicas, and bulk QA against the single-process eval.
 
 Steps (the bundled model, customcpu int, prepared once and saved, as `bertqa serve --ray` does):
   1. a plain `bertqa serve` process (bertqa.bench.load_serve's), its RSS and its questions/s and
-     p50/p99 under --clients closed-loop clients: the reference without Ray;
+     p50/p99 under --clients closed-loop clients: the reference without Ray, with torch's
+     threads and with 1 thread (what a Ray worker that reserved 1 CPU runs with);
   2. a local Ray as the `bertqa` commands start it (bertqa.ray_cluster: --num-cpus, no
      dashboard, usage stats off, a small object store): seconds to start, the memory of its
      processes; Serve's proxy and controller; then 1 and 2 replicas (1 Ray CPU each): seconds
      until every replica answered ready, RSS and PSS of each replica, and the same closed loop
      through Ray's proxy. Answers are checked first (load_serve.check);
-  3. bulk QA of --questions SQuAD questions: the single-process eval (compare.answer_questions)
-     against bertqa.batch on 1 and 2 model actors; the predictions must be identical.
+  3. bulk QA of --questions SQuAD questions: the single-process eval (compare.answer_questions,
+     torch's threads and 1 thread) against bertqa.batch on 1 and 2 model actors; the
+     predictions must be identical.
 Loopback only; every wait is bounded; Ray is shut down at the end, also on failure. The
 memory of a process is read from /proc (Linux): RSS counts shared pages (torch's libraries) in
 every process that maps them, PSS divides them between those processes, so PSS adds up.
@@ -106,15 +108,15 @@ def load_row(label: str, port: int, bodies, clients: int, seconds: float) -> dic
             "p99_ms": r["p99"], "refused": r["refused"], "load_avg": os.getloadavg()[0]}
 
 
-def plain_serve(args, pairs, bodies) -> tuple[dict, dict]:
-    """A `bertqa serve` process without Ray: (its load row, its memory)."""
-    server = SimpleNamespace(max_wait_ms=args.max_wait_ms, target="customcpu", precision="int")
+def plain_serve(args, pairs, bodies, threads: int | None) -> tuple[dict, dict]:
+    """A `bertqa serve` process without Ray (torch's threads, or `threads`): (its load row, its memory)."""
+    server = SimpleNamespace(max_wait_ms=args.max_wait_ms, target="customcpu", precision="int", threads=threads)
     proc, port, log = load_serve.start_server(server, args.max_batch)
     try:
         asyncio.run(load_serve.check(port, pairs))
         rss, pss = memory_mb(proc.pid)
-        return load_row("bertqa serve (no Ray)", port, bodies, args.clients, args.seconds), \
-            {"rss_mb": rss, "pss_mb": pss}
+        label = f"bertqa serve (no Ray, {threads or 'default'} thread(s))"
+        return load_row(label, port, bodies, args.clients, args.seconds), {"rss_mb": rss, "pss_mb": pss}
     finally:
         proc.terminate()
         proc.wait(60)
@@ -155,14 +157,16 @@ def bulk(args, prepared: str, out: dict) -> None:
     pairs, squad = read_pairs(args.data, args.questions)
     assert squad is not None, f"{args.data}: --data takes a SQuAD JSON file (the eval's scores)"
     v2 = squad.version == "2.0"
-    qa = bertqa.load(model=prepared)
-    t0 = time.perf_counter()
-    single = compare.answer_questions(qa, squad.questions, v2, batch=args.batch, progress=False)
-    single_s = time.perf_counter() - t0
-    out["bulk"].append({"setup": f"single process ({qa.threads} threads)", "wall_s": single_s,
-                        "qps": len(pairs) / single_s, "same_predictions": True,
-                        **compare.score_run(single, squad)})
-    del qa
+    for threads in (None, 1):        # torch's default, and the one thread of a 1-CPU Ray worker
+        qa = bertqa.load(model=prepared, threads=threads)
+        t0 = time.perf_counter()
+        run = compare.answer_questions(qa, squad.questions, v2, batch=args.batch, progress=False)
+        single_s = time.perf_counter() - t0
+        single = single if threads else run           # the reference: the default eval
+        out["bulk"].append({"setup": f"single process ({qa.threads} thread(s))", "wall_s": single_s,
+                            "qps": len(pairs) / single_s, "same_predictions": run.predictions == single.predictions,
+                            **compare.score_run(run, squad)})
+        del qa
     for actors in (1, 2):
         result = bulk_qa.answer_pairs(pairs, {"model": prepared}, v2, actors=actors, batch=args.batch,
                                       progress=False)
@@ -237,8 +241,10 @@ def main() -> int:
     out = {"machine": f"{cpu_name()}, {os.cpu_count()} CPUs, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": [], "bulk": [], "replicas": {}}
     print(f"# {out['machine']}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    out["plain_load"], out["plain_memory"] = plain_serve(args, pairs, bodies)
-    out["load"].append(out.pop("plain_load"))
+    for threads in (None, 1):        # torch's default, and the one thread of a 1-CPU Ray worker
+        row, memory = plain_serve(args, pairs, bodies, threads)
+        out["load"].append(row)
+        out.setdefault("plain_memory", memory)
     with tempfile.TemporaryDirectory(prefix="bertqa-ray-bench-") as tmp:
         t0 = time.perf_counter()
         bertqa.load(model="bundled", target="customcpu", precision="int").save(tmp)
