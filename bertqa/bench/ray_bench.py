@@ -165,6 +165,7 @@ def bulk(args, prepared: str, out: dict) -> None:
         single = single if threads else run           # the reference: the default eval
         out["bulk"].append({"setup": f"single process ({qa.threads} thread(s))", "wall_s": single_s,
                             "qps": len(pairs) / single_s, "same_predictions": run.predictions == single.predictions,
+                            "load_avg": os.getloadavg()[0],
                             **compare.score_run(run, squad)})
         del qa
     for actors in (1, 2):
@@ -174,7 +175,8 @@ def bulk(args, prepared: str, out: dict) -> None:
         same = run.predictions == single.predictions
         out["bulk"].append({"setup": f"bertqa.batch, {actors} actor(s) ({result.info['threads']} thread(s) each)",
                             "wall_s": result.wall_s, "qps": result.questions_per_s, "same_predictions": same,
-                            "actor_load_s": result.info["actor_load_s"], **compare.score_run(run, squad)})
+                            "actor_load_s": result.info["actor_load_s"], "load_avg": os.getloadavg()[0],
+                            **compare.score_run(run, squad)})
         assert same, f"bertqa.batch on {actors} actor(s) answered differently from the single-process eval"
         print(f"  bulk, {actors} actor(s): {result.questions_per_s:.1f} questions/s", flush=True)
 
@@ -201,10 +203,11 @@ def report(out: dict) -> str:
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['setup']} | {r['clients']} | {r['answered']} | {r['qps']:.1f} | {r['p50_ms']:.0f} | "
               f"{r['p99_ms']:.0f} | {r['refused']} | {r['load_avg']:.1f} |" for r in out["load"]]
-    lines += ["", "| bulk QA | wall s | questions/s | actor load s | EM | F1 | same predictions |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "| bulk QA | wall s | questions/s | actor load s | EM | F1 | same predictions | load avg |",
+              "|---|---:|---:|---:|---:|---:|---|---:|"]
     lines += [f"| {r['setup']} | {r['wall_s']:.1f} | {r['qps']:.1f} | {r.get('actor_load_s', '-')} | {r['em']:.2f} | "
-              f"{r['f1']:.2f} | {'yes' if r['same_predictions'] else 'NO'} |" for r in out["bulk"]]
+              f"{r['f1']:.2f} | {'yes' if r['same_predictions'] else 'NO'} | {r['load_avg']:.1f} |"
+              for r in out["bulk"]]
     return "\n".join(lines)
 
 
