@@ -27,6 +27,18 @@ def test_parse_autoscale_and_options_validate():
         ray_serve.RayOptions(max_queued=0)
 
 
+def test_replicas_that_cannot_fit_a_local_ray_are_refused_before_deploying():
+    assert ray_serve.check_fits(ray_serve.RayOptions(replicas=2), cpus=2) is None
+    assert ray_serve.check_fits(ray_serve.RayOptions(replicas=4, replica_cpus=0.5), cpus=2) is None
+    with pytest.raises(ValueError, match=r"3 replica\(s\) x --replica-cpus 1 need 3 CPUs and this machine's Ray has 2"):
+        ray_serve.check_fits(ray_serve.RayOptions(replicas=3), cpus=2)
+    with pytest.raises(ValueError, match="need 3 CPUs"):
+        ray_serve.check_fits(ray_serve.RayOptions(autoscale=(2, 4), replica_cpus=1.5), cpus=2)
+    note = ray_serve.check_fits(ray_serve.RayOptions(autoscale=(1, 4)), cpus=2)
+    assert note.startswith("note: at most 2 of the 4 replicas fit")
+    assert ray_serve.check_fits(ray_serve.RayOptions(autoscale=(1, 4), replica_cpus=0.5), cpus=2) is None
+
+
 def test_deployment_options_follow_the_serve_config():
     config = ServeConfig(max_batch=8, max_queue=32)
     fixed = ray_serve.deployment_options(config, ray_serve.RayOptions(replicas=3, replica_cpus=0.5))
@@ -44,6 +56,27 @@ def test_build_takes_the_config_file_args():
     assert app is not None
     with pytest.raises(ValueError, match="unknown bertqa.serve.ray args: colour"):
         ray_serve.build({"colour": "blue"})
+
+
+def test_the_example_config_file_is_what_serve_run_reads_and_builds():
+    """examples/ray-serve.yaml (docs/scale-out.md): Ray's schema accepts it, its import path is
+    our builder, and the builder, called as `serve run` calls it, gives the options it names."""
+    yaml = pytest.importorskip("yaml")
+    from pathlib import Path
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.schema import ServeDeploySchema
+    from ray._common.utils import import_attr
+    path = Path(__file__).resolve().parent.parent / "examples" / "ray-serve.yaml"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    (app_config,) = config.applications
+    assert app_config.import_path == "bertqa.serve.ray:build" and app_config.route_prefix == "/"
+    app = call_user_app_builder_with_args_if_necessary(import_attr(app_config.import_path), app_config.args)
+    deployment = app._bound_deployment
+    assert deployment.name == ray_serve.APP_NAME and deployment.num_replicas == app_config.args["replicas"]
+    assert deployment.max_ongoing_requests == app_config.args["max_queue"] + app_config.args["max_batch"]
+    load_kwargs, serve_config = deployment.init_args
+    assert load_kwargs == {"model": "bundled", "target": "cpu", "precision": "fp"}
+    assert serve_config["max_batch"] == 16 and serve_config["timeout_s"] == 30
 
 
 def run_asgi(status: int, content_type: bytes, body: bytes, headers=()):

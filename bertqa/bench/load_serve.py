@@ -75,7 +75,8 @@ def serve_only(args) -> None:
     import bertqa
     from bertqa.serve.app import serve
     from bertqa.serve.config import ServeConfig
-    qa = bertqa.load(model="bundled", target=args.target, precision=args.precision)
+    qa = bertqa.load(model="bundled", target=args.target, precision=args.precision,
+                     threads=getattr(args, "threads", None))
     serve(qa, ServeConfig(port=0, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms),
           log_level="warning")
 
@@ -83,6 +84,8 @@ def serve_only(args) -> None:
 def start_server(args, max_batch: int):
     cmd = [sys.executable, "-m", "bertqa.bench.load_serve", "--serve-only", "--max-batch", str(max_batch),
            "--max-wait-ms", str(args.max_wait_ms), "--target", args.target, "--precision", args.precision]
+    if getattr(args, "threads", None):
+        cmd += ["--threads", str(args.threads)]
     log = Path(tempfile.mkstemp(prefix="bertqa-load-", suffix=".log")[1])
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
@@ -194,6 +197,7 @@ def main() -> int:
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--target", default="customcpu")
     p.add_argument("--precision", default="int")
+    p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)   # the server's (ray_bench)
     p.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_only:

@@ -57,6 +57,14 @@ def run_serve_ray(args, config) -> int:
     with model_for_workers(args, "bertqa serve --ray") as kwargs:
         started_here = ray_cluster.connect(args.ray_address, "bertqa serve --ray")
         try:
+            if started_here:
+                import ray
+                try:
+                    note = ray_serve.check_fits(options, ray.cluster_resources().get("CPU", 0.0))
+                except ValueError as e:
+                    raise BertQAError(str(e)) from None
+                if note:
+                    print(note, flush=True)
             url, ready_s = ray_serve.deploy(kwargs, config, options)
             replicas = (f"{options.autoscale[0]}..{options.autoscale[1]} replicas (autoscaling)"
                         if options.autoscale else f"{options.replicas} replica(s)")

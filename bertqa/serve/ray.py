@@ -62,6 +62,22 @@ class RayOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
 
+def check_fits(options: RayOptions, cpus: float) -> str | None:
+    """For a Ray that cannot grow (the local one a command starts): a ValueError when the replicas
+    that must run do not fit its CPUs (Serve would wait for them forever, the command never
+    ready); a note when autoscaling could ask for more replicas than fit, else None."""
+    must = options.autoscale[0] if options.autoscale else options.replicas
+    fit = int(cpus / options.replica_cpus + 1e-9)
+    if must > fit:
+        raise ValueError(f"{must} replica(s) x --replica-cpus {options.replica_cpus:g} need "
+                         f"{must * options.replica_cpus:g} CPUs and this machine's Ray has {cpus:g}: lower "
+                         "--replicas (or MIN) or --replica-cpus, or give --ray-address a cluster with more")
+    if options.autoscale and options.autoscale[1] > fit:
+        return (f"note: at most {fit} of the {options.autoscale[1]} replicas fit in this machine's "
+                f"{cpus:g} Ray CPUs (--replica-cpus {options.replica_cpus:g}); more would wait for CPUs")
+    return None
+
+
 def parse_autoscale(text: str) -> tuple[int, int]:
     """'1:4' -> (1, 4)."""
     lo, sep, hi = text.partition(":")
