@@ -92,9 +92,13 @@ def _selected_by(markexpr: str, tiers: set[str]) -> bool | None:
     """Whether `-m markexpr` can select a test of one of `tiers`; None when markexpr names more
     than tier names (then only pytest can tell)."""
     words = set(re.findall(r"[A-Za-z_]\w*", markexpr)) - {"and", "or", "not"}
-    if not words <= set(TIERS) or not re.fullmatch(r"[\w\s()]*", markexpr):
+    if not words or not words <= set(TIERS) or not re.fullmatch(r"[\w\s()]*", markexpr):
         return None
-    return any(eval(markexpr, {"__builtins__": {}}, {t: t == tier for t in TIERS}) for tier in tiers)
+    try:                                       # and/or/not over tier names: Python's own syntax
+        return any(bool(eval(markexpr, {"__builtins__": {}}, {t: t == tier for t in TIERS}))
+                   for tier in tiers)
+    except SyntaxError:
+        return None                            # pytest reports the bad expression itself
 
 
 def pytest_ignore_collect(collection_path, config):

@@ -37,6 +37,7 @@ def test_this_test_carries_its_tier_marker(request):
     ("(e2e or parity) and not unit", {"parity"}, True),
     ("unit and not slow", {"e2e"}, None),       # another marker: only pytest can tell
     ("unit or __import__", {"e2e"}, None),
+    ("unit unit", {"unit"}, None),              # not an expression: pytest says so
 ])
 def test_mark_expressions_over_tier_names(expr, tiers, selected):
     assert _selected_by(expr, tiers) is selected
