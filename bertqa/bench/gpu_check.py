@@ -25,6 +25,10 @@ import traceback
 
 DRY = "--dry" in sys.argv
 if DRY:
+    # Triton reads it when a kernel is decorated, i.e. when gpu_kernels is first imported
+    if "bertqa.backends.gpu_kernels" in sys.modules:
+        sys.exit("gpu_check: error: --dry cannot switch on Triton's interpreter: the gpu kernels "
+                 "were imported before this module (run it as python -m bertqa.bench.gpu_check --dry)")
     os.environ["TRITON_INTERPRET"] = "1"
 
 import torch                                                    # noqa: E402
