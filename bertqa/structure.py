@@ -177,7 +177,7 @@ def split_layers(steps: list[Step], layers: tuple[str, int] | None):
 
 def model_structure(qa) -> Structure:
     """The Structure of a QAModel's prepared model, traced on one short window."""
-    from bertqa.profile import eager_model
+    from bertqa.bench.profile import eager_model
     from bertqa.qa.windows import collate
     model = eager_model(qa.prepared.model)
     windows = qa.pipeline.windows(["Who kept the lighthouse?"], ["Margarethe Olsen kept the lighthouse."])

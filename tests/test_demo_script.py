@@ -8,8 +8,6 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def tree(tmp_path):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from bertqa.errors import DataError
-from bertqa.eval.squad_data import read_predictions, read_squad
+from bertqa.data.squad import read_predictions, read_squad
 
 
 def squad(qas, version="1.1", context="Some context."):
@@ -72,3 +72,25 @@ def test_predictions_files(tmp_path):
         read_predictions(write(tmp_path, ["x"]))
     with pytest.raises(DataError, match="the prediction for 'b' must be a string, got int"):
         read_predictions(write(tmp_path, {"a": "x", "b": 3}))
+
+
+def test_the_demo_and_eval_walk_a_squad_file_alike(tmp_path):
+    """One walk of SQuAD's paragraphs serves both readers: the same stories and questions, the
+    same error at the same place, and a limit stops the walk before a later bad paragraph."""
+    from bertqa.data.readers import read_stories
+    doc = squad([qa("a"), qa("b")], context="First.")
+    doc["data"].append({"title": "U", "paragraphs": [{"context": "Second.", "qas": [qa("c")]}, {"qas": []}]})
+    path = write(tmp_path, doc)
+    with pytest.raises(DataError) as demo:
+        read_stories(path)
+    with pytest.raises(DataError) as score:
+        read_squad(path)
+    assert str(demo.value) == str(score.value) == f"{path}: data[1].paragraphs[1]: missing key 'context'"
+    assert [q.id for q in read_squad(path, limit=3).questions] == ["a", "b", "c"]
+    del doc["data"][1]["paragraphs"][1]
+    path = write(tmp_path, doc)
+    stories = read_stories(path)
+    assert [(s.title, s.context, s.questions) for s in stories] == [
+        ("T", "First.", ["question a?", "question b?"]), ("U", "Second.", ["question c?"])]
+    assert [(q.context, q.question) for q in read_squad(path).questions] == [
+        (s.context, text) for s in stories for text in s.questions]

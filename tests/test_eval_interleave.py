@@ -10,7 +10,7 @@ from bertqa.cli import main
 from bertqa.errors import DataError, ModelUnavailable
 from bertqa.eval import compare
 from bertqa.eval.coqa import read_coqa, score_coqa, turn_kind, turn_score
-from bertqa.eval.squad_data import SquadQuestion
+from bertqa.data.squad import SquadQuestion
 from bertqa.qa.decode import Answer
 from bertqa.qa.pipeline import QAOptions
 from conftest import shared_file

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bertqa.eval.squad_data import read_predictions, read_squad
+from bertqa.data.squad import read_predictions, read_squad
 from bertqa.eval.squad_metric import (best_threshold, exact_match, f1, normalize_answer, score_v1,
                                       score_v2)
 from conftest import shared_file

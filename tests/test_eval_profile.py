@@ -4,7 +4,7 @@ import torch
 
 from bertqa.backends.cpu_reference import ReferenceBackend
 from bertqa.model.bert import BertConfig, random_model
-from bertqa.profile import ForwardProfiler, format_profile, layer_type
+from bertqa.bench.profile import ForwardProfiler, format_profile, layer_type
 from bertqa.quant import quantize_model
 
 TINY = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -59,7 +59,7 @@ def test_plain_model_times_add_up_and_hooks_go_away():
 def test_profile_warms_up_and_names_the_kernels_that_run():
     from bertqa.api import from_module
     from bertqa.model.loading import BUNDLED_DIR
-    from bertqa.profile import profile_questions
+    from bertqa.bench.profile import profile_questions
     from bertqa.qa.pipeline import QAOptions
     from bertqa.qa.windows import WindowOptions
     config = BertConfig(**{**TINY.__dict__, "vocab_size": 30522})
@@ -99,7 +99,7 @@ def test_graph_replayed_model_is_profiled_eagerly_and_restored():
     from bertqa.api import from_module
     from bertqa.backends.cuda_graphs import GraphedModel
     from bertqa.model.loading import BUNDLED_DIR
-    from bertqa.profile import profile_questions
+    from bertqa.bench.profile import profile_questions
     from bertqa.qa.pipeline import QAOptions
     from bertqa.qa.windows import WindowOptions
     config = BertConfig(**{**TINY.__dict__, "vocab_size": 30522})
@@ -118,7 +118,7 @@ def test_graph_replayed_model_is_profiled_eagerly_and_restored():
 
 def test_first_layer_note_only_where_layer_0_stands_out_with_threads():
     from types import SimpleNamespace
-    from bertqa.profile import first_layer_note
+    from bertqa.bench.profile import first_layer_note
     names = [f"layers.{i}.ffn.up" for i in range(4)]
     slow = SimpleNamespace(linears=names, seconds=dict(zip(names, [0.08, 0.01, 0.01, 0.012])))
     assert "7.3x the median layer's" in first_layer_note(slow, threads=2)

@@ -205,7 +205,7 @@ def test_onnx_target_needs_an_export_and_refuses_torch_options(exports):
 
 
 def test_profile_reads_onnx_runtime_kernel_times(exports, demo_pairs):
-    from bertqa.profile import format_profile, profile_questions
+    from bertqa.bench.profile import format_profile, profile_questions
     qa = bertqa.load(model=str(exports["spec"]))
     summary = profile_questions(qa, demo_pairs[:2])
     assert summary["kind"] == "onnx" and summary["forwards"] == 2

@@ -8,7 +8,6 @@ import pytest
 pytest.importorskip("onnx", reason="export needs the onnx extra")
 pytest.importorskip("onnxruntime", reason="--target onnx needs the onnx extra")
 
-pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 
 

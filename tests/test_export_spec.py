@@ -16,8 +16,6 @@ from bertqa.quant import QuantSpec  # noqa: E402
 from bertqa.quant import reference as ref  # noqa: E402
 from bertqa.quant.linear import prepare_linear  # noqa: E402
 
-pytestmark = pytest.mark.parity
-
 
 def run_layer(tmp_path, node, x: torch.Tensor):
     """One spec node as a graph with its xq, acc, q and y as outputs, run on ORT's CPU provider."""

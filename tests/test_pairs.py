@@ -9,7 +9,7 @@ from bertqa.errors import DataError
 
 
 def test_squad_pairs_are_the_eval_questions_in_file_order():
-    from bertqa.eval.squad_data import read_squad
+    from bertqa.data.squad import read_squad
     path = shared_file("squad-v1.1-dev-eval.json")
     pairs, squad = read_pairs(path, limit=30)
     want = read_squad(path, 30).questions

@@ -6,10 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import shared_file
-
-pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,6 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.ray
-
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 

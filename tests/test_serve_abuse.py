@@ -12,7 +12,6 @@ import pytest
 from serve_support import Server, long_context, metric
 
 pytest.importorskip("fastapi")
-pytestmark = pytest.mark.e2e
 
 QUESTION = "Who kept the lighthouse?"
 CONTEXT = "Margarethe Olsen kept the lighthouse on the island for forty-one years."

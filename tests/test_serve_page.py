@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-pytestmark = pytest.mark.e2e
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "")
                  if p and Path(p).is_file()), None)
 DOCS_SHOT = Path(__file__).resolve().parent.parent / "docs" / "serve-page.png"   # BERTQA_SCREENSHOT=1

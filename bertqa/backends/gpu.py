@@ -50,7 +50,7 @@ class GpuBackend(LinearBackend):
     fp_compute = "fp16"
     input_dtypes = (torch.float16, torch.bfloat16, torch.float32)
     # v2 (quantize x inside the GEMM) for M <= this, else v1 (one int8 quantize pass, then a
-    # pure int8 GEMM). On an H200 (bench/results/gpu-h200.txt) v1 was faster for all 4
+    # pure int8 GEMM). On an H200 (docs/results/gpu-h200.txt) v1 was faster for all 4
     # BERT-large shapes at M = 384 and 12288 (v2 re-quantizes each x tile once per column of
     # output tiles, and its A operand goes through registers); the whole model was the same
     # within noise. So v1 everywhere; v2 stays selectable and tested.

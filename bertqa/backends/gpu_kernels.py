@@ -23,7 +23,7 @@ Rounding: `127 / amax` is `div_rn` (correctly rounded; Triton's `/` on fp32 may 
 approximate division), `x * inv` one fp32 multiply, then round-half-even: `libdevice.rint` on the
 GPU (one cvt.rni, nothing for an FMA to fuse with), or, in Triton's CPU interpreter
 (TRITON_INTERPRET=1, where libdevice does not exist), the exact floor-based
-`_round_half_even_exact`. The GPU parity check (scripts/gpu_check.py) covers the first, the
+`_round_half_even_exact`. The GPU parity check (python -m bertqa.bench.gpu_check) covers the first, the
 interpreter tests the second.
 """
 from __future__ import annotations

@@ -27,8 +27,8 @@ def read_context(args) -> str:
         return args.context
     import sys
     from pathlib import Path
-    from bertqa.data.readers import _read_text
-    return sys.stdin.read() if args.context_file == "-" else _read_text(Path(args.context_file))
+    from bertqa.data.files import read_text
+    return sys.stdin.read() if args.context_file == "-" else read_text(Path(args.context_file))
 
 
 @subcommand("ask", "answer one question about a context given with --context or --context-file",

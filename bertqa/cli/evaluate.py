@@ -141,7 +141,7 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
             "(after a few unprofiled questions)", add_profile_arguments)
 def run_profile(args) -> int:
     from bertqa.data.readers import builtin_stories, read_stories
-    from bertqa.profile import format_profile, profile_questions
+    from bertqa.bench.profile import format_profile, profile_questions
     if args.questions is not None and args.questions < 1:
         raise BertQAError(f"--questions must be >= 1, got {args.questions}")
     stories = read_stories(args.data) if args.data else builtin_stories()

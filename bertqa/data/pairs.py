@@ -1,6 +1,6 @@
 """(id, question, context) pairs for bulk QA, from a SQuAD or CoQA JSON file or a JSONL file.
 
-    SQuAD JSON   every question of every paragraph (bertqa.eval.squad_data: the reader `bertqa
+    SQuAD JSON   every question of every paragraph (bertqa.data.squad: the reader `bertqa
                  eval` scores with; the SquadSet comes back too, for EM/F1)
     CoQA JSON    every turn of every story, each asked alone (no conversation history);
                  id '<story id>:<turn_id>'
@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertqa.data.readers import _load_json, _need, _read_text
+from bertqa.data.files import load_json, need, read_text
+from bertqa.data.squad import squad_set
 from bertqa.errors import DataError
 
 
@@ -30,17 +31,17 @@ def _coqa_pairs(data: list, path: Path) -> list[QAPair]:
     pairs = []
     for i, item in enumerate(data):
         where = f"{path}: data[{i}]"
-        story = _need(item, "story", where, str)
+        story = need(item, "story", where, str)
         story_id = str(item.get("id", i)) if isinstance(item, dict) else str(i)
-        for j, turn in enumerate(_need(item, "questions", where, list)):
-            text = _need(turn, "input_text", f"{where}.questions[{j}]", str)
+        for j, turn in enumerate(need(item, "questions", where, list)):
+            text = need(turn, "input_text", f"{where}.questions[{j}]", str)
             pairs.append(QAPair(f"{story_id}:{turn.get('turn_id', j + 1)}", text, story))
     return pairs
 
 
 def _jsonl_pairs(path: Path) -> list[QAPair]:
     pairs, seen = [], set()
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -48,7 +49,7 @@ def _jsonl_pairs(path: Path) -> list[QAPair]:
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: line {n} is not valid JSON: {e.msg} at column {e.colno}") from None
         where = f"{path}: line {n}"
-        question, context = _need(obj, "question", where, str), _need(obj, "context", where, str)
+        question, context = need(obj, "question", where, str), need(obj, "context", where, str)
         qid = str(obj.get("id", n))
         if qid in seen:
             raise DataError(f"{where}: id {qid!r} repeats an earlier line's")
@@ -59,7 +60,6 @@ def _jsonl_pairs(path: Path) -> list[QAPair]:
 
 def read_pairs(path: str | Path, limit: int | None = None):
     """(pairs in file order, the SquadSet for a SQuAD file else None); the first `limit` pairs."""
-    from bertqa.eval.squad_data import read_squad
     path = Path(path)
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
@@ -67,11 +67,11 @@ def read_pairs(path: str | Path, limit: int | None = None):
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         pairs = _jsonl_pairs(path)
     else:
-        doc = _load_json(path)
+        doc = load_json(path)
         data = doc.get("data") if isinstance(doc, dict) else None
         first = data[0] if isinstance(data, list) and data else None
         if isinstance(first, dict) and "paragraphs" in first:
-            squad = read_squad(path, limit)
+            squad = squad_set(doc, path, limit)
             pairs = [QAPair(q.id, q.question, q.context) for q in squad.questions]
         elif isinstance(first, dict) and "story" in first:
             pairs = _coqa_pairs(data, path)

@@ -1,1 +1,2 @@
-"""SQuAD evaluation: the metric, the file readers, the compare runner and its report."""
+"""SQuAD and CoQA evaluation: the metrics, CoQA files, the compare runner and its report (SQuAD
+files are read by bertqa.data.squad)."""

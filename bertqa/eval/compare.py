@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bertqa.errors import BertQAError
-from bertqa.eval.squad_data import SquadQuestion, SquadSet
+from bertqa.data.squad import SquadQuestion, SquadSet
 from bertqa.eval.squad_metric import score_v1, score_v2
 from bertqa.quant.spec import PRESETS
 from bertqa.attention import MODES as ATTENTION_MODES

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from bertqa.data.readers import _load_json, _need, coqa_turns
+from bertqa.data.files import load_json, need
+from bertqa.data.readers import coqa_turns
+from bertqa.data.squad import SquadQuestion, SquadSet, read_predictions, squad_set
 from bertqa.errors import DataError
-from bertqa.eval.squad_data import SquadQuestion, SquadSet
 from bertqa.eval.squad_metric import exact_match, f1, normalize_answer
 
 KINDS = ("span", "yes/no", "unknown")
@@ -45,7 +46,7 @@ class CoqaSet(SquadSet):
 
 def _gold_lists(item, where: str, turn_ids: list[int]) -> list[list[str]]:
     """Per turn, the gold answer texts: `answers`, then each `additional_answers` set."""
-    sets = [("answers", _need(item, "answers", where, list))]
+    sets = [("answers", need(item, "answers", where, list))]
     extra = item.get("additional_answers") or {}
     if not isinstance(extra, dict):
         raise DataError(f"{where}: 'additional_answers' must be an object of answer lists")
@@ -69,7 +70,7 @@ def coqa_set(doc: dict, path: Path, limit: int | None = None) -> CoqaSet:
     questions, kinds, seen = [], {}, set()
     for i, item in enumerate(doc["data"]):
         where = f"{path}: data[{i}]"
-        story = _need(item, "story", where, str)
+        story = need(item, "story", where, str)
         story_id = str(item.get("id", i))
         turns = coqa_turns(item, where, "questions")
         turn_ids = [t.get("turn_id", j + 1) for j, t in enumerate(turns)]
@@ -89,7 +90,7 @@ def coqa_set(doc: dict, path: Path, limit: int | None = None) -> CoqaSet:
 
 def read_coqa(path: str | Path, limit: int | None = None) -> CoqaSet:
     path = Path(path)
-    doc = _load_json(path)
+    doc = load_json(path)
     if not is_coqa(doc):
         raise DataError(f"{path}: not a CoQA file (expected a 'data' list of stories with 'story')")
     return coqa_set(doc, path, limit)
@@ -97,29 +98,27 @@ def read_coqa(path: str | Path, limit: int | None = None) -> CoqaSet:
 
 def read_eval_file(path: str | Path, limit: int | None = None) -> SquadSet:
     """The questions of a SQuAD v1.1/v2.0 or CoQA file (which one, from its layout)."""
-    from bertqa.eval.squad_data import squad_set
     path = Path(path)
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
-    doc = _load_json(path)
+    doc = load_json(path)
     return coqa_set(doc, path, limit) if is_coqa(doc) else squad_set(doc, path, limit)
 
 
 def read_eval_predictions(path: str | Path, data: SquadSet) -> dict[str, str]:
     """A `{question id: answer text}` file; for CoQA also the official predictions list
     [{"id": story id, "turn_id": n, "answer": text}, ...]."""
-    from bertqa.eval.squad_data import read_predictions
     path = Path(path)
     if data.version != "coqa":
         return read_predictions(path)
-    doc = _load_json(path)
+    doc = load_json(path)
     if not isinstance(doc, list):
         return read_predictions(path)
     out = {}
     for i, p in enumerate(doc):
         where = f"{path}: [{i}]"
-        story, answer = _need(p, "id", where, str), _need(p, "answer", where, str)
-        turn = _need(p, "turn_id", where, int)
+        story, answer = need(p, "id", where, str), need(p, "answer", where, str)
+        turn = need(p, "turn_id", where, int)
         out[f"{story}:{turn}"] = answer
     return out
 

@@ -1,6 +1,6 @@
 """`bertqa profile --target onnx`: time per operator type from ONNX Runtime's own profiler.
 
-The exported graph runs as one session call, so the module hooks of bertqa.profile see nothing
+The exported graph runs as one session call, so the module hooks of bertqa.bench.profile see nothing
 inside it; instead a second session over the same model.onnx is opened with ORT's profiling on,
 the questions are answered through it, and the kernel times of its trace ("<node>_kernel_time"
 events) are summed by operator type (after ORT's fusions: e.g. MatMul + Add may run as one

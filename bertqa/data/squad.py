@@ -1,4 +1,5 @@
-"""SQuAD v1.1 / v2.0 files and `{question id: answer text}` prediction files, read for scoring.
+"""SQuAD v1.1 / v2.0 JSON: its paragraphs (what the demo reads as stories), its questions with
+their gold answers (what `bertqa eval` scores), and `{question id: answer text}` prediction files.
 
 A file that cannot be used raises DataError naming the file and the place: the JSON line and
 column for a syntax error, the key path (`data[3].paragraphs[0].qas[7]`) for a missing or
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
-from bertqa.data.readers import _load_json, _need        # the demo reader's error wording
+from bertqa.data.files import load_json, need
 from bertqa.errors import DataError
 
 
@@ -36,6 +38,25 @@ class SquadSet:
         return {q.id: q.answers for q in self.questions}
 
 
+class Paragraph(NamedTuple):
+    title: str
+    context: str
+    qas: list                 # the paragraph's question entries, unchecked
+    place: str                # "data[3].paragraphs[0]"
+
+
+def squad_paragraphs(data: list, path: Path) -> Iterator[Paragraph]:
+    """The paragraphs of a SQuAD file's 'data' list in file order, each checked for its 'context'
+    and 'qas' when it is reached (so a reader that stops early checks no further)."""
+    for i, article in enumerate(data):
+        title = article.get("title", f"article {i + 1}") if isinstance(article, dict) else ""
+        for j, para in enumerate(need(article, "paragraphs", f"{path}: data[{i}]", list)):
+            place = f"data[{i}].paragraphs[{j}]"
+            where = f"{path}: {place}"
+            context = need(para, "context", where, str)
+            yield Paragraph(title, context, need(para, "qas", where, list), place)
+
+
 def squad_version(doc: dict) -> str:
     """ "2.0" when the file says so or any question carries 'is_impossible', else "1.1"."""
     if str(doc.get("version", "")).lstrip("v").startswith("2"):
@@ -49,10 +70,10 @@ def squad_version(doc: dict) -> str:
 
 
 def _question(qa, context: str, where: str, version: str) -> SquadQuestion:
-    qid = _need(qa, "id", where, str)
-    text = _need(qa, "question", where, str)
-    answers = _need(qa, "answers", where, list)
-    golds = tuple(_need(a, "text", f"{where}.answers[{k}]", str) for k, a in enumerate(answers))
+    qid = need(qa, "id", where, str)
+    text = need(qa, "question", where, str)
+    answers = need(qa, "answers", where, list)
+    golds = tuple(need(a, "text", f"{where}.answers[{k}]", str) for k, a in enumerate(answers))
     impossible = bool(qa.get("is_impossible", False)) if version == "2.0" else False
     if impossible and golds:
         raise DataError(f"{where}: question {qid!r} is_impossible but has {len(golds)} answers")
@@ -64,7 +85,7 @@ def read_squad(path: str | Path, limit: int | None = None) -> SquadSet:
     path = Path(path)
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
-    return squad_set(_load_json(path), path, limit)
+    return squad_set(load_json(path), path, limit)
 
 
 def squad_set(doc, path: Path, limit: int | None = None) -> SquadSet:
@@ -73,18 +94,16 @@ def squad_set(doc, path: Path, limit: int | None = None) -> SquadSet:
         raise DataError(f"{path}: not a SQuAD file (expected a top-level 'data' list of articles)")
     version = squad_version(doc)
     questions, seen = [], {}
-    for i, article in enumerate(doc["data"]):
-        for j, para in enumerate(_need(article, "paragraphs", f"{path}: data[{i}]", list)):
-            where = f"{path}: data[{i}].paragraphs[{j}]"
-            context = _need(para, "context", where, str)
-            for k, qa in enumerate(_need(para, "qas", where, list)):
-                q = _question(qa, context, f"{where}.qas[{k}]", version)
-                if q.id in seen:
-                    raise DataError(f"{where}.qas[{k}]: question id {q.id!r} repeats {seen[q.id]}")
-                seen[q.id] = f"data[{i}].paragraphs[{j}].qas[{k}]"
-                questions.append(q)
-                if limit is not None and len(questions) == limit:
-                    return _finish(path, version, questions)
+    for para in squad_paragraphs(doc["data"], path):
+        for k, qa in enumerate(para.qas):
+            at = f"{para.place}.qas[{k}]"
+            q = _question(qa, para.context, f"{path}: {at}", version)
+            if q.id in seen:
+                raise DataError(f"{path}: {at}: question id {q.id!r} repeats {seen[q.id]}")
+            seen[q.id] = at
+            questions.append(q)
+            if limit is not None and len(questions) == limit:
+                return _finish(path, version, questions)
     return _finish(path, version, questions)
 
 
@@ -98,7 +117,7 @@ def _finish(path: Path, version: str, questions: list[SquadQuestion]) -> SquadSe
 def read_predictions(path: str | Path) -> dict[str, str]:
     """A `{question id: answer text}` JSON object, as the official scripts take."""
     path = Path(path)
-    doc = _load_json(path)
+    doc = load_json(path)
     if not isinstance(doc, dict):
         raise DataError(f"{path}: predictions must be a JSON object {{question id: answer text}}, "
                         f"got a {type(doc).__name__}")

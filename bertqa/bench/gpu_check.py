@@ -1,8 +1,8 @@
 """Issue 7's GPU check: parity first, then kernel and model timings, on one CUDA device.
 
-    PYTHONPATH=. python3 scripts/gpu_check.py            # the GPU machine, about 3 minutes
-    PYTHONPATH=. python3 scripts/gpu_check.py --dry      # CPU, Triton interpreter, tiny shapes:
-                                                         # exercises the code paths, times nothing
+    python -m bertqa.bench.gpu_check          # the GPU machine, about 3 minutes
+    python -m bertqa.bench.gpu_check --dry    # CPU, Triton interpreter, tiny shapes:
+                                              # exercises the code paths, times nothing
 1. device and versions.
 2. parity of the Triton kernels with the SPEC-quant reference (CPU, float64 GEMM) at BERT-large
    shapes: xq, sx, acc, q bit-exact, the saturation count exact, y within the spec tolerance.
@@ -25,6 +25,10 @@ import traceback
 
 DRY = "--dry" in sys.argv
 if DRY:
+    # Triton reads it when a kernel is decorated, i.e. when gpu_kernels is first imported
+    if "bertqa.backends.gpu_kernels" in sys.modules:
+        sys.exit("gpu_check: error: --dry cannot switch on Triton's interpreter: the gpu kernels "
+                 "were imported before this module (run it as python -m bertqa.bench.gpu_check --dry)")
     os.environ["TRITON_INTERPRET"] = "1"
 
 import torch                                                    # noqa: E402
@@ -282,7 +286,9 @@ def whole_model():
 
 
 if __name__ == "__main__":
-    argparse.ArgumentParser(description=__doc__.split("\n")[0]).add_argument("--dry", action="store_true")
+    cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cli.add_argument("--dry", action="store_true", help="CPU, Triton interpreter, tiny shapes")
+    cli.parse_args()                                           # DRY was read from sys.argv above
     for step in (environment, parity, kernels, whole_model):
         section(step)
     print("\n== summary ==")

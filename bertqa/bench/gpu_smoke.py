@@ -1,7 +1,10 @@
 """GPU smoke run of the whole QA pipeline (run on a CUDA machine): the bundled model on
 --target gpu in fp and int (default spec: per-channel weights, per-row activations, smoothing,
 calibrated shifts, CUDA graphs), answers to the built-in stories compared with the CPU
-reference target, and per-question latency. Prints a summary; exits 1 if a run fails."""
+reference target, and per-question latency. Prints a summary; exits 1 if a run fails.
+
+    python -m bertqa.bench.gpu_smoke
+"""
 import statistics
 import sys
 import time
