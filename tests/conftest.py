@@ -31,7 +31,7 @@ TESTS = Path(__file__).resolve().parent
 # tier -> test files (or "file::test" to move one test of a file listed elsewhere)
 TIERS = {
     "unit": [
-        "test_bad_inputs.py", "test_decode.py", "test_eval_data.py", "test_eval_metric.py",
+        "test_bad_inputs.py", "test_decode.py", "test_doc_links.py", "test_eval_data.py", "test_eval_metric.py",
         "test_eval_profile.py", "test_loading.py", "test_pairs.py", "test_quant_reference.py",
         "test_quant_swap.py", "test_serve_unit.py", "test_streaming.py", "test_tiers.py",
         "test_tokenizer_kinds.py", "test_windows.py",
@@ -52,7 +52,7 @@ TIERS = {
         "test_serve_unit.py::test_batcher_answers_each_request_with_its_own_options",
         "test_streaming.py::test_bundled_model_streams_to_the_same_answers",
     ],
-    "ray": ["test_ray_batch.py", "test_ray_serve.py", "test_ray_unit.py"],
+    "ray": ["test_ray_batch.py", "test_ray_bench.py", "test_ray_serve.py", "test_ray_unit.py"],
 }
 
 
