@@ -14,7 +14,7 @@ from bertqa import cli
 from bertqa.backends import aie, aie_device
 from bertqa.backends.aie import AIEBackend, Tile, TilePlan, choose_tile, open_device
 from bertqa.backends.aie_device import TileEmulator, int8_gemm_i32_fp32
-from bertqa.backends.base import RunStats
+from bertqa.quant.node_record import RunStats
 from bertqa.data.readers import builtin_stories
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import QuantSpec, reference as ref

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bertqa.backends import backend_names, load_backend
-from bertqa.backends.base import RunStats
+from bertqa.quant.node_record import RunStats
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights

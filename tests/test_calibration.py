@@ -14,7 +14,7 @@ import torch
 
 import bertqa
 from bertqa.backends import customcpu, load_backend
-from bertqa.backends.base import RunStats
+from bertqa.quant.node_record import RunStats
 from bertqa.errors import NonFiniteActivationError
 from bertqa.model.bert import BertConfig, random_model
 from bertqa.model.loading import lazy_model

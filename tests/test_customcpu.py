@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bertqa.backends import customcpu, load_backend
-from bertqa.backends.base import RunStats
+from bertqa.quant.node_record import RunStats
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights

@@ -14,7 +14,7 @@ import torch
 
 import bertqa
 from bertqa.backends import customcpu, load_backend
-from bertqa.backends.base import RunStats
+from bertqa.quant.node_record import RunStats
 from bertqa.errors import NonFiniteActivationError
 from bertqa.model.bert import random_model
 from bertqa.quant import custom_nodes, quantize_model
@@ -236,7 +236,7 @@ def test_small_model_logits_equal_cpu_reference(forced, isa, spec):
     models = {}
     for name in ("customcpu", "cpu-reference"):
         models[name] = copy.deepcopy(model)
-        quantize_model(models[name], "int", name, spec, lambda m: m(*calib), fuse_gelu=True)
+        quantize_model(models[name], "int", load_backend(name), spec, lambda m: m(*calib), fuse_gelu=True)
     nodes = custom_nodes(models["customcpu"])
     assert all(n.backend.name == "customcpu" and n.handle.packed.isa == isa for n in nodes)
     assert all(n.input_scale is not None for n in nodes)

@@ -10,6 +10,7 @@ ort = pytest.importorskip("onnxruntime", reason="--target onnx needs the onnx ex
 
 from onnx import TensorProto, helper  # noqa: E402
 
+from bertqa.backends import get_backend  # noqa: E402
 from bertqa.export.graph import GraphWriter  # noqa: E402
 from bertqa.export.spec_scheme import SpecScheme  # noqa: E402
 from bertqa.quant import QuantSpec  # noqa: E402
@@ -53,7 +54,7 @@ def test_layer_is_bit_exact_with_the_reference(tmp_path, k, n, m, spec, shift, s
     if m > 2:
         x[2] = 0.0                                                   # amax == 0 row
     qspec = QuantSpec.parse(spec)
-    node = prepare_linear(w, b, qspec, backend="cpu-reference", name="layer")
+    node = prepare_linear(w, b, qspec, backend=get_backend("cpu-reference"), name="layer")
     node.lw.shift = shift
     if smoothed:
         node.input_scale = torch.rand(k, generator=g) + 0.5
@@ -71,7 +72,7 @@ def test_layer_is_bit_exact_with_the_reference(tmp_path, k, n, m, spec, shift, s
 def test_saturation_clips_like_the_reference(tmp_path):
     k, n = 256, 8
     w = torch.ones(n, k)
-    node = prepare_linear(w, None, QuantSpec.parse("channel-row"), backend="cpu-reference", name="layer")
+    node = prepare_linear(w, None, QuantSpec.parse("channel-row"), backend=get_backend("cpu-reference"), name="layer")
     node.lw.shift = 0                                                # 127 * 127 * 256 >> int16
     x = torch.ones(3, k)
     x[1] *= -1

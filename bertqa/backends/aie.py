@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from bertqa.backends.aie_device import NPUDevice, TileEmulator, probe_npu
-from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.backends.base import LinearBackend
+from bertqa.quant.node_record import LinearWeights, RunStats
 from bertqa.backends.customcpu import GELU_MODES, apply_gelu, check_gelu_mode
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import reference as ref

@@ -12,53 +12,10 @@ the reference by default, customcpu's own native kernel for customcpu (bit-exact
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import torch
 
 from bertqa.errors import TargetUnavailable
-
-if TYPE_CHECKING:   # a runtime import would be circular: quant/__init__ -> linear -> this module
-    from bertqa.quant.spec import QuantSpec
-
-
-@dataclass
-class LinearWeights:
-    """One Linear layer as handed to a backend.
-
-    weight: [N, K] fp32 (kept for precision 'fp'; None once an int8 backend dropped it),
-    bias: [N] fp32 or None. For precision 'int': wq [N, K] int8, sw [N] fp32 (per output row,
-    also for per-tensor scales), shift (0 for requant int32), spec.
-    """
-    name: str
-    in_features: int
-    out_features: int
-    precision: str                      # 'fp' | 'int'
-    bias: torch.Tensor | None
-    weight: torch.Tensor | None = None
-    wq: torch.Tensor | None = None
-    sw: torch.Tensor | None = None
-    shift: int = 0
-    spec: QuantSpec | None = None
-    gelu: bool = False                  # apply exact GELU after the bias (fused FFN up-projection)
-
-
-@dataclass
-class RunStats:
-    """Counters a backend updates per call; read by the profiler and `--stats`."""
-    calls: int = 0
-    elements: int = 0
-    saturated: int = 0
-    seconds: float = 0.0
-    parts: dict = field(default_factory=dict)   # e.g. {'quantize': s, 'gemm': s, 'dequant': s}
-    counters: dict = field(default_factory=dict)  # a backend's own event counts (e.g. AIE tiles)
-
-    def reset(self):
-        self.calls = self.elements = self.saturated = 0
-        self.seconds = 0.0
-        self.parts.clear()
-        self.counters.clear()
+from bertqa.quant.node_record import LinearWeights, RunStats
 
 
 class LinearBackend:

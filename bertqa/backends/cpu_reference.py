@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.backends.base import LinearBackend
+from bertqa.quant.node_record import LinearWeights, RunStats
 from bertqa.backends.customcpu import GELU_MODES, apply_gelu, check_gelu_mode
 from bertqa.quant import reference as ref
 

@@ -57,7 +57,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.backends.base import LinearBackend
+from bertqa.quant.node_record import LinearWeights, RunStats
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable
 
 ISA_PATHS = ("avx512vnni", "avx2", "scalar")     # fastest first

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.backends.base import LinearBackend
+from bertqa.quant.node_record import LinearWeights, RunStats
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable
 
 

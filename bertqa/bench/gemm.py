@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from bertqa.backends import customcpu, load_backend
-from bertqa.backends.base import RunStats
+from bertqa.quant.node_record import RunStats
 from bertqa.bench import cpu_name
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights

@@ -25,9 +25,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bertqa.backends import get_backend
-from bertqa.backends.base import LinearWeights, RunStats
 from bertqa.quant import reference as ref
+from bertqa.quant.node_record import LinearWeights, RunStats
 from bertqa.quant.smooth import channel_amax, smoothing_scale
 from bertqa.quant.spec import QuantSpec
 
@@ -127,16 +126,26 @@ def linear_weights(weight, bias, spec: QuantSpec | None, precision: str, name: s
     return lw
 
 
-def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantSpec | None = None,
-                   backend: str = "cpu-reference", precision: str = "int", name: str = "linear",
+def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantSpec | None = None, *,
+                   backend, precision: str = "int", name: str = "linear",
                    groups: int = 1, gelu: bool = False, shift: int | None = None) -> CustomLinear:
-    """One custom node for W: [N, K], b: [N]. Without a calibrated shift, a calibrated spec takes
+    """One custom node for W: [N, K], b: [N] on `backend` (a backend object, e.g.
+    bertqa.backends.get_backend(name)). Without a calibrated shift, a calibrated spec takes
     the worst-case shift of its weights (never saturates); quantize_model calibrates on data."""
     if spec is not None and spec.smooth is not None and precision == "int":
         raise ValueError("QuantSpec.smooth needs calibration inputs: use quantize_model(..., calibrate=...)")
     lw = linear_weights(weight, bias, spec, precision, name, groups, gelu, shift)
     cls = QLinear if precision == "int" else CustomLinear
-    return cls(lw, get_backend(backend))
+    return cls(lw, backend_object(backend))
+
+
+def backend_object(backend):
+    """`backend` itself; a clear error for a name (this layer does not look backends up: the
+    caller resolves it, so that quantization never imports bertqa.backends)."""
+    if isinstance(backend, str):
+        raise TypeError(f"pass a backend object, not the name {backend!r} "
+                        f"(bertqa.backends.get_backend({backend!r}))")
+    return backend
 
 
 def swap_linears(model: nn.Module, make_node: Callable[[str, nn.Linear], nn.Module]) -> int:
@@ -179,7 +188,7 @@ class QuantPlan:
         smooth = precision == "int" and spec.smooth is not None
         if smooth and calibrate is None:
             raise ValueError("QuantSpec.smooth needs calibration inputs (calibrate=...)")
-        target = get_backend(backend) if isinstance(backend, str) else backend
+        target = backend_object(backend)
         calibrate_shifts = precision == "int" and spec.calibrated and calibrate is not None
         return cls(precision, spec, target,
                    getattr(model, "quant_groups", lambda: {})(),
@@ -228,7 +237,8 @@ def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | 
     each layer's shift is then the smallest that fits that peak in int16, plus `margin_bits`.
     With smoothing, the per-channel input statistics come from `calibrate` run on the fp32
     model first. `fuse_gelu` lets layers named by the model's `gelu_fusions()` apply GELU
-    themselves. `backend` is a registered name or a backend object (one set up by `configure`).
+    themselves. `backend` is a backend object (bertqa.backends.get_backend(name), or one set up
+by `configure`).
     bertqa.quant.streaming does the same for a model whose Linear weights are read on demand.
     """
     plan = QuantPlan.make(model, precision, backend, spec, calibrate, fuse_gelu)
