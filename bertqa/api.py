@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from bertqa import native
 from bertqa.data.readers import builtin_stories
 from bertqa.errors import ModelUnavailable, TargetUnavailable
 from bertqa.model.bert import BertForQA
@@ -25,15 +26,12 @@ from bertqa.targets import TARGET_BACKENDS, Prepared, prepare_target
 
 
 def set_threads(n: int | None) -> int:
-    """One thread count for PyTorch's intra-op pool and for the native backends."""
+    """One thread count for PyTorch's intra-op pool and the native runtime (bertqa.native);
+    None keeps torch's (which the native runtime follows)."""
     if n:
         if n < 1:
             raise ValueError(f"threads must be >= 1, got {n}")
-        torch.set_num_threads(n)
-    from bertqa.backends import _instances
-    for backend in _instances.values():
-        if hasattr(backend, "set_threads"):
-            backend.set_threads(torch.get_num_threads())
+        native.set_threads(n)
     return torch.get_num_threads()
 
 

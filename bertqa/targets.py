@@ -33,6 +33,8 @@ TARGET_BACKENDS = {
     "aie": ["aie"],
     "gpu": ["gpu"],
 }
+# targets whose Linear backends take the native GELU along with the native host kernels
+NATIVE_GELU_TARGETS = ("customcpu", "aie")
 
 
 @dataclass
@@ -114,29 +116,22 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
     if precision not in chosen.precisions:
         raise TargetUnavailable(f"--target {target} (backend {chosen.name}) computes --precision "
                                 f"{' or '.join(chosen.precisions)} only, not {precision}")
-    kernels = host_attention.choose(attention_mode, target, precision, getattr(chosen, "device", "cpu"))
+    kernels = host_attention.choose(attention_mode, target, precision, chosen.device)
     options = dict(backend_options or {})
-    if kernels.gelu != "torch" and kernels.gelu in getattr(chosen, "gelu_modes", ()):
+    if target in NATIVE_GELU_TARGETS and kernels.gelu != "torch":
         options.setdefault("gelu", kernels.gelu)                 # GELU goes with the host kernels
     chosen = chosen.configure(**options)
     spec = (spec or QuantSpec.default()) if precision == "int" else None
     att = host_attention.install(model, kernels)
-    prepare = getattr(chosen, "prepare_model", None)          # a backend may move the model first
-    if prepare is not None:
-        model = prepare(model)
     if build_nodes is not None:
         build_nodes(model, chosen)
     elif fetchers is None:
         quantize_model(model, precision, chosen, spec, calibrate, fuse_gelu=fuse_gelu)
     else:
         quantize_streaming(model, fetchers, precision, chosen, spec, calibrate, fuse_gelu=fuse_gelu)
-    finish = getattr(chosen, "finish_model", None)             # e.g. to the GPU, CUDA graphs
-    if finish is not None:
-        model = finish(model)
-    compute = getattr(chosen, "fp_compute", "fp32")
-    label = chosen.describe() + ("" if precision == "int" else f", {compute} compute")
-    return Prepared(model, target, precision, label, spec, notes,
-                    device=getattr(chosen, "device", "cpu"), attention=att)
+    model = chosen.finish_model(model)                         # e.g. to the GPU, CUDA graphs
+    label = chosen.describe() + ("" if precision == "int" else f", {chosen.fp_compute} compute")
+    return Prepared(model, target, precision, label, spec, notes, device=chosen.device, attention=att)
 
 
 def int8_layer_report(model: nn.Module) -> list[dict]:
@@ -151,6 +146,7 @@ def int8_layer_report(model: nn.Module) -> list[dict]:
                          weights=lw.spec.weights if lw.spec else "-", shift=lw.shift,
                          saturated=st.saturated, sat_rate=st.saturated / st.elements if st.elements else 0.0,
                          calls=st.calls, seconds=st.seconds))
-        if hasattr(node.backend, "layer_report"):               # e.g. the AIE tile report
-            rows[-1]["device"] = node.backend.layer_report(node.handle, st)
+        report = node.backend.layer_report(node.handle, st)    # e.g. the AIE tile report
+        if report is not None:
+            rows[-1]["device"] = report
     return rows

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import bertqa
+from bertqa import native
 from bertqa.backends import customcpu, load_backend
 from bertqa.quant.node_record import RunStats
 from bertqa.errors import NonFiniteActivationError
@@ -91,7 +92,7 @@ def test_fused_scale_with_threads(forced, isa, acts):
     lw = make_layer(1030, 97, acts, seed=3)
     handle = backend.prepare(lw)
     x, scale = make_x_scale(130, 1030, seed=4)
-    nat = customcpu.native()
+    nat = native.extension()
     try:
         for threads in (1, 2):
             nat.set_threads(threads)
@@ -280,17 +281,17 @@ def test_bundled_default_model_logits_equal_cpu_reference(bundled_int):
 
 @pytest.mark.parametrize("isa", ALL_ISAS)
 def test_bundled_default_model_on_every_path(bundled_int, isa, monkeypatch):
-    native, reference = bundled_int
-    nodes = custom_nodes(native.prepared.model)
+    native_qa, reference = bundled_int
+    nodes = custom_nodes(native_qa.prepared.model)
     assert nodes[0].backend.gelu == "native"              # the int8 target's host kernels
-    monkeypatch.setenv(customcpu.ISA_ENV, isa)            # the reference's native GELU follows
+    monkeypatch.setenv(native.ISA_ENV, isa)            # the reference's native GELU follows
     fresh = customcpu.CustomCPUBackend("native")
     fresh.set_isa(isa)
     before = [n.backend for n in nodes]
     try:
         for node in nodes:
             node.set_backend(fresh)
-        for a, b in zip(bundled_logits(native), bundled_logits(reference)):
+        for a, b in zip(bundled_logits(native_qa), bundled_logits(reference)):
             assert torch.equal(a, b)
     finally:
         for node, was in zip(nodes, before):

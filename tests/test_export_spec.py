@@ -64,9 +64,8 @@ def test_layer_is_bit_exact_with_the_reference(tmp_path, k, n, m, spec, shift, s
     assert np.array_equal(out["xq"], d["xq"].numpy())
     assert np.array_equal(out["acc"], d["acc"].numpy())
     assert np.array_equal(out["q"], d["q"].numpy())
-    mult = ref.dequant_multiplier(d["sx"], node.lw.sw, shift)
-    tol = 1e-6 * ((d["q"].float() * mult).abs() + node.lw.bias.abs()) + 1e-6 * mult
-    assert ((torch.from_numpy(out["y"]) - y).abs() <= tol).all()
+    assert ref.within_y_tolerance(torch.from_numpy(out["y"]), y, d["q"], d["sx"], node.lw.sw, shift,
+                                  node.lw.bias)
 
 
 def test_saturation_clips_like_the_reference(tmp_path):

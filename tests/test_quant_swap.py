@@ -133,3 +133,28 @@ def test_nan_activation_is_an_error_naming_the_layer():
     quantize_model(model, "int", get_backend("cpu-reference"), QuantSpec(shift=4))
     with torch.no_grad(), pytest.raises(NonFiniteActivationError, match="layers.0.attention.qkv"):
         model.layers[0].attention(torch.full((1, 3, 32), float("nan")), None)
+
+
+def test_no_spec_means_the_targets_default_everywhere():
+    """quantize_model, prepare_linear and the int targets all take QuantSpec.default() for None."""
+    from bertqa.quant.linear import linear_weights, prepare_linear
+    from bertqa.targets import prepare_target
+    model = random_model(TINY)
+    nodes = quantize_model(model, "int", get_backend("cpu-reference"), calibrate=lambda m: m(*tiny_inputs(1)))
+    assert {node.lw.spec for node in nodes} == {QuantSpec.default()}
+    prepared = prepare_target(random_model(TINY), "customcpu", "int", calibrate=lambda m: m(*tiny_inputs(1)))
+    assert prepared.spec == QuantSpec.default()
+    with pytest.raises(ValueError, match="smooth needs calibration inputs"):    # the default smooths
+        prepare_linear(torch.randn(4, 8), None, backend=get_backend("cpu-reference"))
+    with pytest.raises(ValueError, match="layer: precision 'int' needs a QuantSpec"):
+        linear_weights(torch.randn(4, 8), None, None, "int", name="layer")
+
+
+def test_replace_module_by_dotted_name():
+    from bertqa.quant.linear import replace_module
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Linear(2, 3)))
+    replace_module(model, "1.0", nn.GELU())
+    replace_module(model, "0", nn.Identity())
+    assert isinstance(model[1][0], nn.GELU) and isinstance(model[0], nn.Identity)
+    with pytest.raises(AttributeError):
+        replace_module(model, "2.0", nn.ReLU())

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from bertqa.backends.base import LinearBackend
-from bertqa.quant.node_record import LinearWeights, RunStats
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable
+from bertqa.quant.node_record import LinearWeights, RunStats
 
 
 @dataclass
@@ -87,6 +87,26 @@ class GpuBackend(LinearBackend):
         return kernels.int8_linear(x, h.wq, h.sw, h.bias, lw.shift, lw.spec.acts, lw.spec.requant,
                                    lw.gelu, h.counters,
                                    fuse_quantize=x.shape[0] <= self.fuse_quantize_max_m)
+
+    def run_debug(self, h: GpuLinear, x: torch.Tensor) -> dict:
+        """The kernels' integers of one call, on the host: xq and sx from the quantize kernel,
+        acc and q from the GEMM's debug outputs, y as `run` computes it (fresh counters: the
+        layer's own are left alone)."""
+        lw, kernels = h.lw, import_kernels()
+        x = x.to(self.device).contiguous()
+        dev, fuse = x.device, x.shape[0] <= self.fuse_quantize_max_m
+        outs, counters = {}, {}
+        for mode in ("acc", "q", "y"):
+            counters[mode] = torch.zeros(2, dtype=torch.int32, device=dev)
+            outs[mode] = kernels.int8_linear(x, h.wq, h.sw, h.bias, lw.shift, lw.spec.acts,
+                                             lw.spec.requant, lw.gelu, counters[mode], out_mode=mode,
+                                             fuse_quantize=fuse)
+        xq, sx = kernels.quantize_activation(x, lw.spec.acts, torch.zeros(1, dtype=torch.int32, device=dev))
+        saturated, nonfinite = counters["q"].tolist()
+        if nonfinite:
+            raise NonFiniteActivationError(f"layer {lw.name}: input activations contain NaN or Inf")
+        return dict(xq=xq.cpu(), sx=sx.reshape(-1, 1).cpu(), acc=outs["acc"].cpu(), q=outs["q"].cpu(),
+                    y=outs["y"].cpu(), saturated=saturated)
 
     def flush(self, items: list) -> None:
         """[(GpuLinear, RunStats)]: one stack and one copy to the host for all layers."""

@@ -114,7 +114,8 @@ def linear_weights(weight, bias, spec: QuantSpec | None, precision: str, name: s
         lw.weight = weight
         return lw
     assert precision == "int", f"precision must be 'fp' or 'int', got {precision!r}"
-    spec = spec or QuantSpec()
+    if spec is None:
+        raise ValueError(f"{name}: precision 'int' needs a QuantSpec (QuantSpec.default() is the targets')")
     lw.spec = spec
     lw.wq, lw.sw = ref.quantize_weight_symmetric(weight, spec.weights, groups)
     if spec.requant == "int32":
@@ -131,8 +132,10 @@ def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantS
                    groups: int = 1, gelu: bool = False, shift: int | None = None) -> CustomLinear:
     """One custom node for W: [N, K], b: [N] on `backend` (a backend object, e.g.
     bertqa.backends.get_backend(name)). Without a calibrated shift, a calibrated spec takes
-    the worst-case shift of its weights (never saturates); quantize_model calibrates on data."""
-    if spec is not None and spec.smooth is not None and precision == "int":
+    the worst-case shift of its weights (never saturates); quantize_model calibrates on data.
+    spec None means QuantSpec.default(), as for quantize_model and the targets."""
+    spec = QuantSpec.default() if spec is None and precision == "int" else spec
+    if precision == "int" and spec.smooth is not None:
         raise ValueError("QuantSpec.smooth needs calibration inputs: use quantize_model(..., calibrate=...)")
     lw = linear_weights(weight, bias, spec, precision, name, groups, gelu, shift)
     cls = QLinear if precision == "int" else CustomLinear
@@ -148,21 +151,24 @@ def backend_object(backend):
     return backend
 
 
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where the submodule of `model` with qualified name `name` ('a.b.c') is."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
 def swap_linears(model: nn.Module, make_node: Callable[[str, nn.Linear], nn.Module]) -> int:
     """Replace every nn.Linear in `model` by make_node(qualified_name, linear); returns the count."""
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
     for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, make_node(name, linear))
+        replace_module(model, name, make_node(name, linear))
     return len(targets)
 
 
 def remove_modules(model: nn.Module, names) -> None:
     """Replace each named submodule by nn.Identity (an activation a node now applies itself)."""
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+        replace_module(model, name, nn.Identity())
 
 
 def custom_nodes(model: nn.Module) -> list[CustomLinear]:
@@ -184,7 +190,7 @@ class QuantPlan:
     @classmethod
     def make(cls, model: nn.Module, precision: str, backend, spec: QuantSpec | None,
              calibrate, fuse_gelu: bool) -> "QuantPlan":
-        spec = spec or QuantSpec()
+        spec = QuantSpec.default() if spec is None else spec
         smooth = precision == "int" and spec.smooth is not None
         if smooth and calibrate is None:
             raise ValueError("QuantSpec.smooth needs calibration inputs (calibrate=...)")
@@ -229,7 +235,8 @@ class QuantPlan:
 def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | None = None,
                    calibrate: Callable[[nn.Module], None] | None = None, fuse_gelu: bool = False,
                    margin_bits: int = 1) -> list[CustomLinear]:
-    """Swap every Linear of `model` for a custom node on `backend`, in place.
+    """Swap every Linear of `model` for a custom node on `backend`, in place. spec None means
+    QuantSpec.default(), the spec of the int targets.
 
     For a calibrated int16 spec, `calibrate(model)` runs a few representative inputs through the
     model while every node records its max |acc| (exact accumulators, on the backend's
