@@ -1,6 +1,6 @@
 """Backend 'customcpu': the native int8 Linear (csrc/, built by `pip install .` as bertqa._native).
 
-`prepare` packs the reference's int8 weights once for one ISA path; `run` computes SPEC-quant
+`prepare` packs the reference's int8 weights once for one ISA path; `run` computes docs/quantization.md
 steps 2-5 (and the fused GELU) in one native call over zero-copy NumPy views of the tensors.
 
 Smoothing (`fuses_input_scale`): a smoothed node hands its input_scale [K] to `run` with every
@@ -28,8 +28,8 @@ for bit (same fp32 multiply, then add), so whole models give exactly the answers
 cpu-reference. gelu='native' applies the extension's own erf GELU inside the GEMM's store
 (vec_gelu.h: within ~3e-7 * |y| of exact erf, not bit-identical to torch's);
 bertqa.native.native_gelu is the same function over a whole tensor, which cpu-reference and aie
-apply with gelu='native', so the three backends still agree exactly. The int8 targets choose 'native' with their native host
-kernels (bertqa.attention): on BERT-large at seq 384 it saved ~8 ms of a ~430 ms forward.
+apply with gelu='native', so the three backends still agree exactly. The int8 targets choose
+'native' with their native host kernels (bertqa.targets, Target.gelu).
 
 Calibration (`calibrator`, `calibrate`): the int16 shifts of a customcpu model are calibrated on
 this native kernel, not on the reference: a backend with gelu='torch' (this one, or a copy on
