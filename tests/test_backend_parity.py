@@ -1,4 +1,4 @@
-"""Every registered, available Linear backend against the SPEC-quant reference.
+"""Every registered, available Linear backend against the reference of docs/quantization.md.
 
 Integers (xq, sx, acc, q, saturation counts) must match bit for bit, every backend showing
 them the same way (`run_debug`, declared by LinearBackend); y must be within the tolerance of
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from bertqa.backends import backend_names, load_backend
-from bertqa.quant.node_record import RunStats
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
+from bertqa.quant.node_record import RunStats
 from bertqa.quant.spec import QuantSpec
 
 

@@ -15,13 +15,13 @@ import torch
 import bertqa
 from bertqa import native
 from bertqa.backends import customcpu, load_backend
-from bertqa.quant.node_record import RunStats
 from bertqa.errors import NonFiniteActivationError
 from bertqa.model.bert import BertConfig, random_model
 from bertqa.model.loading import lazy_model
 from bertqa.quant import custom_nodes, quantize_model
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
+from bertqa.quant.node_record import RunStats
 from bertqa.quant.spec import QuantSpec
 from bertqa.quant.streaming import quantize_streaming
 

@@ -14,10 +14,10 @@ import torch
 
 from bertqa import native
 from bertqa.backends import customcpu, load_backend
-from bertqa.quant.node_record import RunStats
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
+from bertqa.quant.node_record import RunStats
 from bertqa.quant.spec import QuantSpec
 
 from native_support import ALL_ISAS, FEATURES, backend, built, needs_native

@@ -15,12 +15,12 @@ import torch
 import bertqa
 from bertqa import native
 from bertqa.backends import customcpu, load_backend
-from bertqa.quant.node_record import RunStats
 from bertqa.errors import NonFiniteActivationError
 from bertqa.model.bert import random_model
 from bertqa.quant import custom_nodes, quantize_model
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
+from bertqa.quant.node_record import RunStats
 from bertqa.quant.spec import QuantSpec
 
 from native_support import ALL_ISAS, SMALL, backend, make_x_scale, needs_native, small_inputs

@@ -1,4 +1,4 @@
-"""Scheme spec in ONNX Runtime against the SPEC-quant reference: xq, acc and q bit for bit on one
+"""Scheme spec in ONNX Runtime against the reference of docs/quantization.md: xq, acc and q bit for bit on one
 layer (unusual K/N, every granularity, both requant modes, smoothing), y within the step-5
 tolerance; and logits of random BERT-large-shaped layers close to customcpu int's."""
 import numpy as np

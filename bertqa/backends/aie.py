@@ -1,4 +1,4 @@
-"""Backend 'aie': SPEC-quant int8 Linear layers as fixed-shape tile GEMMs on an AIE device.
+"""Backend 'aie': int8 Linear layers (docs/quantization.md) as fixed-shape tile GEMMs on an AIE device.
 
 The AIE kernels take fixed tile shapes (the seed's: 1/4/8 x 2048 x 2048 and 8 x 4096 x 4096,
 as M x K x N). Per layer, `prepare` picks a tile K x N from the catalogue, pads the int8 weights

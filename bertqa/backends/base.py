@@ -108,10 +108,11 @@ class LinearBackend:
     def calibrate(self, handle, x: torch.Tensor,
                   input_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """Calibration, for a precision 'int' handle: x: [M, K] fp32 -> (y [M, N], max |acc|), the
-        int of the largest |acc| of the call's exact int32 accumulators (SPEC step 3; 0 for M = 0).
-        y is SPEC steps 2-5 at the handle's current shift, then torch's GELU for lw.gelu, bit for
-        bit the reference's (whatever GELU the backend applies in `run`). A backend with
-        `fuses_input_scale` also takes input_scale, as in `run`. Saturations are not counted.
+        int of the largest |acc| of the call's exact int32 accumulators (docs/quantization.md,
+        step 3; 0 for M = 0). y is steps 2-5 at the handle's current shift, then torch's GELU
+        for lw.gelu, bit for bit the reference's (whatever GELU the backend applies in `run`).
+        A backend with `fuses_input_scale` also takes input_scale, as in `run`. Saturations
+        are not counted.
         Only backends that some `calibrator()` returns implement it."""
         raise NotImplementedError(f"backend {self.name!r} does not calibrate; its calibrator() does")
 

@@ -1,7 +1,7 @@
-"""Backend 'cpu-reference': the SPEC-quant reference itself, run as a backend.
+"""Backend 'cpu-reference': the reference of docs/quantization.md itself, run as a backend.
 
 Slow and obviously right: it is the oracle the other backends are tested against, and what
-`customcpu int` falls back to where the native kernel is not built. GELU (outside SPEC-quant):
+`customcpu int` falls back to where the native kernel is not built. GELU (outside the int8 specification):
 torch's, or with configure(gelu='native') the native epilogue's (bertqa.native.native_gelu), which
 the int8 targets choose with their native host kernels. `calibrate` is the calibration forward
 for every target but customcpu (LinearBackend.calibrator): the reference's y, then torch's GELU,

@@ -1,7 +1,7 @@
 """Backend 'gpu': custom linear nodes on a CUDA GPU (issue 7, `--target gpu`).
 
 precision fp:  y = x @ W^T + b in fp16 (cuBLAS through torch), weights fp16 on the GPU.
-precision int: SPEC-quant steps 2-5 as Triton kernels (gpu_kernels.py): bit-exact xq, acc, q
+precision int: docs/quantization.md steps 2-5 as Triton kernels (gpu_kernels.py): bit-exact xq, acc, q
                with the reference; y formed in fp32 and stored in the activation dtype
                (fp16 between layers under --target gpu: the model runs in fp16 around the nodes).
 

@@ -1,6 +1,6 @@
 """GEMM benchmark of the native int8 Linear (backend 'customcpu') on BERT-large shapes.
 
-For every ISA path the CPU runs and every shape: check the result against the SPEC-quant
+For every ISA path the CPU runs and every shape: check the result against the docs/quantization.md
 reference first (xq, acc, q bit-exact, y within tolerance), then time it and print its rate as a
 fraction of the machine's int8 peak, measured in the same run with tight multiply-add loops
 (csrc/int8_peak.cpp). `python -m bertqa.bench.gemm` prints the table.

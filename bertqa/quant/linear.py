@@ -41,7 +41,7 @@ class CustomLinear(nn.Module):
         self.in_features, self.out_features = lw.in_features, lw.out_features
         self.stats = RunStats()
         self.max_abs_acc = None          # set to 0 to record max|acc| (calibration)
-        # [K] per-channel multiply before SPEC step 2 (smoothing); a buffer, so that moving the
+        # [K] per-channel multiply before step 2 of docs/quantization.md (smoothing); a buffer, so that moving the
         # model (to a GPU, to fp16) moves it too and a captured CUDA graph never copies it. A
         # backend with fuses_input_scale receives it with every call (never a copy kept from
         # prepare, which runs before it is set), else forward multiplies x by it.
@@ -93,7 +93,7 @@ class CustomLinear(nn.Module):
 
 
 class QLinear(CustomLinear):
-    """The int8 custom node (SPEC-quant); the name the layer summary counts, as the seed did."""
+    """The int8 custom node (docs/quantization.md); the name the layer summary counts, as the seed did."""
 
 
 def worst_case_shift(wq: torch.Tensor) -> int:
@@ -105,7 +105,7 @@ def worst_case_shift(wq: torch.Tensor) -> int:
 
 def linear_weights(weight, bias, spec: QuantSpec | None, precision: str, name: str = "linear",
                    groups: int = 1, gelu: bool = False, shift: int | None = None) -> LinearWeights:
-    """SPEC step 1 (for int) plus the shift: the backend-independent part of preparing a layer."""
+    """Step 1 of docs/quantization.md (for int) plus the shift: the backend-independent part of preparing a layer."""
     weight = weight.detach().to(torch.float32).contiguous()
     bias = None if bias is None else bias.detach().to(torch.float32).contiguous()
     n, k = weight.shape

@@ -1,4 +1,4 @@
-"""The reference implementation of ../shared/SPEC-quant.md: the test oracle for every backend.
+"""The reference implementation of docs/quantization.md: the test oracle for every backend.
 
 Each function is one numbered step of the spec, written for clarity, in PyTorch on the CPU.
 Integers are exact: the int8 x int8 GEMM runs in float64, where every partial sum is an integer
