@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from bertqa import native
 from bertqa.data.readers import builtin_stories
 from bertqa.errors import ModelUnavailable, TargetUnavailable
 from bertqa.model.bert import BertForQA
@@ -20,20 +22,17 @@ from bertqa.qa.pipeline import QAOptions, QAPipeline
 from bertqa.qa.windows import Tokenizer
 from bertqa.quant import QuantSpec, layer_summary
 from bertqa.export.layout import is_export_dir
-from bertqa.saved import is_prepared_dir, prepare_saved, save_prepared
-from bertqa.targets import TARGET_BACKENDS, Prepared, prepare_target
+from bertqa.saved import is_prepared_dir, open_saved, save_prepared
+from bertqa.targets import Prepared, is_custom, prepare_target, streamed
 
 
 def set_threads(n: int | None) -> int:
-    """One thread count for PyTorch's intra-op pool and for the native backends."""
+    """One thread count for PyTorch's intra-op pool and the native runtime (bertqa.native);
+    None keeps torch's (which the native runtime follows)."""
     if n:
         if n < 1:
             raise ValueError(f"threads must be >= 1, got {n}")
-        torch.set_num_threads(n)
-    from bertqa.backends import _instances
-    for backend in _instances.values():
-        if hasattr(backend, "set_threads"):
-            backend.set_threads(torch.get_num_threads())
+        native.set_threads(n)
     return torch.get_num_threads()
 
 
@@ -116,17 +115,31 @@ class QAModel:
                 "quantization": p.spec.label() if p.spec else "-", "threads": self.threads}
 
 
+@dataclass
+class Choice:
+    """What a caller chose about how a model runs, once, for every weight source."""
+    target: str
+    precision: str
+    spec: QuantSpec | None = None
+    backend: str | None = None
+    backend_options: dict = field(default_factory=dict)   # the chosen backend's configure(...)
+    attention: str | None = None
+    threads: int | None = None
+
+
 def load(model: str | None = None, target: str | None = None, precision: str | None = None,
          spec: QuantSpec | str | None = None, threads: int | None = None, backend: str | None = None,
          options: QAOptions | None = None, fallback_to_bundled: bool = False,
          aie_device: str | None = None, attention: str | None = None,
-         onnx_provider: str | None = None, onnx_provider_options: dict | None = None) -> QAModel:
+         onnx_provider: str | None = None, onnx_provider_options: dict | None = None,
+         backend_options: dict | None = None) -> QAModel:
     """Load `model` (None: the seed's BERT-large from the hub cache; 'bundled'; a directory; a hub
     id; a directory written by QAModel.save) and prepare it for target/precision (default cpu
     and fp; for a saved model, the target it was saved for and int). With fallback_to_bundled,
     an unreachable default model falls back to the bundled minilm-l6-squad and a note says so.
-    `aie_device` ('auto', 'emulator' or 'npu'; None means auto) picks what runs --target aie's
-    tiles. `attention` ('auto', 'fp32', 'bf16'; None means auto) picks what computes attention on
+    `backend_options` go to the Linear backend's configure; `aie_device` ('auto', 'emulator'
+    or 'npu'; None means auto) is the option that picks what runs --target aie's tiles.
+    `attention` ('auto', 'fp32', 'bf16'; None means auto) picks what computes attention on
     the host (bertqa.attention). Custom targets read a safetensors checkpoint one Linear layer at
     a time. A directory written by `bertqa export` runs on --target onnx (ONNX Runtime, provider
     `onnx_provider`, default CPU; bertqa.export.runtime)."""
@@ -143,60 +156,61 @@ def load(model: str | None = None, target: str | None = None, precision: str | N
         from bertqa.export.runtime import load_exported
         return load_exported(model_dir, target, precision, threads, options, onnx_provider,
                              onnx_provider_options, spec=spec, backend=backend,
-                             aie_device=aie_device, attention=attention)
-    backend_options = {"aie_device": aie_device} if aie_device else None
+                             aie_device=aie_device, attention=attention,
+                             backend_options=backend_options or None)
+    all_options = {**(backend_options or {}), **({"aie_device": aie_device} if aie_device else {})}
+    spec = QuantSpec.parse(spec) if isinstance(spec, str) else spec
     if is_prepared_dir(model_dir):
-        return load_saved(model_dir, target, precision, spec, threads, backend, options, backend_options,
-                          attention)
+        if precision not in (None, "int"):
+            raise TargetUnavailable(f"{model_dir} holds a prepared int8 model: --precision int only")
+        net, nodes, target, n_params, manifest = open_saved(model_dir, target, spec)
+        choice = Choice(target, "int", manifest["spec"], backend, all_options, attention, threads)
+        return prepare_qa(net, nodes, choice, model_dir, manifest["model_name"], options, n_params,
+                          [f"int8 model prepared earlier, read from {model_dir}"])
     name = BUNDLED_DIR.name if model_dir == BUNDLED_DIR else (model or DEFAULT_MODEL)
-    target, precision = target or "cpu", precision or "fp"
-    if target in TARGET_BACKENDS and can_stream(model_dir):
+    choice = Choice(target or "cpu", precision or "fp", spec, backend, all_options, attention, threads)
+    if is_custom(choice.target) and can_stream(model_dir):
         net, fetchers = lazy_model(model_dir)
+        nodes = streamed(fetchers)
     else:
-        net, fetchers = load_model(model_dir), None
-    return from_module(net, model_dir, name, target, precision, spec, threads, backend, options,
-                       notes, aie_device, fetchers, attention)
-
-
-def load_saved(model_dir: Path, target: str | None = None, precision: str | None = None,
-               spec: QuantSpec | str | None = None, threads: int | None = None,
-               backend: str | None = None, options: QAOptions | None = None,
-               backend_options: dict | None = None, attention: str | None = None) -> QAModel:
-    """A QAModel from a directory written by QAModel.save: no fp32 weights, no calibration."""
-    if precision not in (None, "int"):
-        raise TargetUnavailable(f"{model_dir} holds a prepared int8 model: --precision int only")
-    threads = set_threads(threads)
-    tokenizer = Tokenizer(model_dir)
-    prepared, n_params, manifest = prepare_saved(
-        model_dir, target, QuantSpec.parse(spec) if isinstance(spec, str) else spec, backend,
-        backend_options, attention)
-    set_threads(threads)
-    return QAModel(prepared, tokenizer, manifest["model_name"], model_dir, options or QAOptions(),
-                   n_params, threads, [f"int8 model prepared earlier, read from {model_dir}"])
+        net, nodes = load_model(model_dir), None
+    return prepare_qa(net, nodes, choice, model_dir, name, options, parameters(net), notes)
 
 
 def from_module(net: BertForQA, model_dir: Path, name: str, target: str = "cpu",
                 precision: str = "fp", spec: QuantSpec | str | None = None,
                 threads: int | None = None, backend: str | None = None,
-                options: QAOptions | None = None, notes: list[str] | None = None,
-                aie_device: str | None = None, fetchers: dict | None = None,
+                options: QAOptions | None = None, *, notes: list[str] | None = None,
+                aie_device: str | None = None, backend_options: dict | None = None,
                 attention: str | None = None) -> QAModel:
     """A QAModel around an fp32 BertForQA built in code (e.g. `random_model(BertConfig.bert_large())`
-    for speed tests), with the tokenizer of `model_dir`, prepared for target/precision.
-    `fetchers`: the model's Linear weights are read on demand (loading.lazy_model)."""
-    threads = set_threads(threads)
+    for speed tests), with the tokenizer of `model_dir`, prepared for target/precision."""
+    all_options = {**(backend_options or {}), **({"aie_device": aie_device} if aie_device else {})}
+    choice = Choice(target, precision, QuantSpec.parse(spec) if isinstance(spec, str) else spec,
+                    backend, all_options, attention, threads)
+    return prepare_qa(net, None, choice, model_dir, name, options, parameters(net), list(notes or []))
+
+
+def parameters(net) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def prepare_qa(net, nodes, choice: Choice, model_dir: Path, name: str, options: QAOptions | None,
+               n_params: int, notes: list[str]) -> QAModel:
+    """The one prepare path of load and from_module: `net` with its weight source `nodes`
+    (targets.NodeSource; None: the fp32 weights it holds) on choice's target, with the
+    tokenizer of `model_dir`; calibration runs the built-in stories."""
+    threads = set_threads(choice.threads)
     options = options or QAOptions()
     tokenizer = Tokenizer(model_dir)
     assert tokenizer.tok.get_vocab_size() <= net.config.vocab_size, \
         f"the tokenizer of {model_dir} has more tokens than the model's vocab_size {net.config.vocab_size}"
-    n_params = sum(p.numel() for p in net.parameters())
-    if isinstance(spec, str):
-        spec = QuantSpec.parse(spec)
-    prepared = prepare_target(net, target, precision, spec, calibration_runner(tokenizer, options),
-                              backend, backend_options={"aie_device": aie_device} if aie_device else None,
-                              fetchers=fetchers, attention_mode=attention)
+    prepared = prepare_target(net, choice.target, choice.precision, choice.spec,
+                              calibration_runner(tokenizer, options), choice.backend,
+                              options=choice.backend_options, nodes=nodes,
+                              attention_mode=choice.attention)
     set_threads(threads)
-    return QAModel(prepared, tokenizer, name, model_dir, options, n_params, threads, list(notes or []))
+    return QAModel(prepared, tokenizer, name, model_dir, options, n_params, threads, notes)
 
 
 def timed_answer(qa: QAModel, question: str, context: str, **kwargs):

@@ -7,14 +7,16 @@ SDPA alone is about a third of an int8 forward, so the int8 targets use native k
 (csrc/attention_bf16.cpp, csrc/add_layer_norm.cpp) where they run:
 
     attention      Q, K, V and the probabilities rounded to bf16 (AVX512-BF16), fp32 accumulation
-                   and softmax. Not part of SPEC-quant; README gives its EM/F1 next to fp32's.
+                   and softmax. Not part of docs/quantization.md; README gives its EM/F1 next to fp32's.
     residual norm  LayerNorm(x + y) in one pass per row, fp32 (a few ulps from PyTorch's).
     GELU           the native erf GELU (~3e-7 relative), fused into customcpu's GEMM epilogue
-                   and applied on the host by cpu-reference and aie (backend option gelu).
+                   and applied on the host by cpu-reference and aie (backend option gelu, which
+                   a target passes along with the native kernels: Target.gelu in bertqa.targets).
 
 Modes (--attention): 'fp32' PyTorch for both; 'bf16' both native (an error where the bf16 kernel
-cannot run); 'auto' (default) native for --precision int on customcpu and aie where available,
-else PyTorch. Every other configuration runs PyTorch's kernels.
+cannot run); 'auto' (default) native for --precision int on the targets whose row in
+bertqa.targets says so (customcpu and aie) where available, else PyTorch. Every other
+configuration runs PyTorch's kernels.
 """
 from __future__ import annotations
 
@@ -23,33 +25,24 @@ from typing import Callable
 
 import torch
 
+from bertqa import native
 from bertqa.errors import TargetUnavailable
 
 MODES = ("auto", "fp32", "bf16")
-AUTO_TARGETS = ("customcpu", "aie")
 FP32_LABEL = "fp32 (PyTorch SDPA)"
 BF16_LABEL = "bf16 (native AVX512-BF16 kernel)"
 NATIVE_NORM = "native add+LayerNorm"
 
 
-def _native():
-    from bertqa.backends.customcpu import native
-    return native()
-
-
 def native_unavailable() -> str | None:
     """Why the native host kernels cannot run here, or None."""
-    try:
-        _native()
-    except ImportError as e:
-        return f"native extension not built ({e})"
-    return None
+    return native.unavailable()
 
 
 def bf16_unavailable() -> str | None:
     """Why the native bf16 attention cannot run here, or None."""
     why = native_unavailable()
-    if why is None and not _native().attention_bf16_supported():
+    if why is None and not native.extension().attention_bf16_supported():
         why = "this CPU lacks AVX512-BF16"
     return why
 
@@ -60,7 +53,7 @@ def bf16_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> 
     x = _fp32_rows(qkv)
     bias = None if mask is None else mask.reshape(b, s).to(torch.float32).contiguous().numpy()
     out = torch.empty(b * s, h3 // 3, dtype=torch.float32)
-    _native().attention_bf16(x.numpy(), bias, b, heads, (h3 // (3 * heads)) ** -0.5, out.numpy())
+    native.extension().attention_bf16(x.numpy(), bias, b, heads, (h3 // (3 * heads)) ** -0.5, out.numpy())
     return out.view(b, s, h3 // 3).to(qkv.dtype)
 
 
@@ -70,8 +63,10 @@ def native_add_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) 
     BertForQA): a fresh [S, H] output costs about as much as the kernel saves."""
     xs, ys = _fp32_rows(x), _fp32_rows(y)
     out = ys if ys.data_ptr() == y.data_ptr() else torch.empty_like(xs)
-    _native().add_layer_norm(xs.numpy(), ys.numpy(), norm.weight.detach().float().contiguous().numpy(),
-                             norm.bias.detach().float().contiguous().numpy(), float(norm.eps), out.numpy())
+    native.extension().add_layer_norm(xs.numpy(), ys.numpy(),
+                                      norm.weight.detach().float().contiguous().numpy(),
+                                      norm.bias.detach().float().contiguous().numpy(),
+                                      float(norm.eps), out.numpy())
     return out.view(x.shape).to(x.dtype)
 
 
@@ -88,13 +83,16 @@ class HostKernels:
     label: str
 
     @property
-    def gelu(self) -> str:
-        """The Linear backends' gelu option: 'native' along with the native residual norm."""
-        return "native" if self.residual_norm is not None else "torch"
+    def native(self) -> bool:
+        """Whether native host kernels run (the residual norm at least)."""
+        return self.residual_norm is not None
 
 
-def choose(mode: str | None, target: str, precision: str, device: str = "cpu") -> HostKernels:
-    """The host kernels of a model on target/precision (see the module docstring)."""
+def choose(mode: str | None, precision: str, device: str = "cpu",
+           native_by_default: bool = False) -> HostKernels:
+    """The host kernels of a model computing `precision` on `device` (see the module docstring);
+    native_by_default: mode 'auto' runs the native kernels for --precision int where they run
+    (a target's choice: bertqa.targets, Target.host_kernels)."""
     mode = mode or "auto"
     if mode not in MODES:
         raise TargetUnavailable(f"unknown attention {mode!r}; choose one of {', '.join(MODES)}")
@@ -110,7 +108,7 @@ def choose(mode: str | None, target: str, precision: str, device: str = "cpu") -
         if why:
             raise TargetUnavailable(f"--attention bf16 cannot run here: {why}")
         return HostKernels(bf16_attention, native_add_norm, f"{BF16_LABEL}, {NATIVE_NORM}")
-    if target not in AUTO_TARGETS or precision != "int" or native_unavailable():
+    if not native_by_default or precision != "int" or native_unavailable():
         return pytorch
     if bf16_unavailable():
         return HostKernels(None, native_add_norm, f"{FP32_LABEL}, {NATIVE_NORM}")

@@ -25,7 +25,7 @@ from bertqa.model.loading import PREPARED_FILES, meta_model, read_config
 from bertqa.model.safetensors_io import SafetensorsFile, write_safetensors
 from bertqa.quant import QuantSpec, custom_nodes
 from bertqa.quant.persist import SavedNodeError, node_state, nodes_from_state
-from bertqa.targets import Prepared, prepare_target
+from bertqa.targets import Prepared
 
 FORMAT, VERSION = "bertqa-prepared", 1
 MANIFEST, WEIGHTS = PREPARED_FILES
@@ -107,10 +107,11 @@ def read_manifest(path: Path) -> dict:
     return m
 
 
-def prepare_saved(path: Path, target: str | None, spec: QuantSpec | None, backend: str | None,
-                  backend_options: dict | None, attention: str | None = None) -> tuple[Prepared, int, dict]:
-    """(Prepared, parameters of the fp32 model, manifest) for the saved model in `path` on
-    `target` (default: the one it was saved for)."""
+def open_saved(path: Path, target: str | None, spec: QuantSpec | None):
+    """(model, nodes, target, parameters of the fp32 model, manifest) for the saved model in
+    `path`: the model with every tensor but its Linear layers' (mapped, on the CPU), the
+    NodeSource that puts the saved int8 nodes in place (for targets.prepare_target), and
+    `target` or, by default, the one it was saved for."""
     manifest = read_manifest(path)
     if target == "cpu":
         raise TargetUnavailable(f"{path} holds a prepared int8 model: it runs on a custom target "
@@ -133,12 +134,11 @@ def prepare_saved(path: Path, target: str | None, spec: QuantSpec | None, backen
     except RuntimeError as e:
         raise ModelError(f"{weights.path}: {e}") from None
 
-    def build_nodes(m, chosen):
+    def nodes(m, precision, chosen, _spec, _calibrate, _fuse_gelu) -> None:
+        """The saved nodes as they are: no quantization, no calibration."""
+        assert precision == "int", "a saved model is int8"
         try:
             nodes_from_state(m, weights.map, set(weights.entries), manifest["layers"], manifest["spec"], chosen)
         except SavedNodeError as e:
             raise ModelError(f"{path}: {e}") from None
-    prepared = prepare_target(model.eval(), target or manifest["target"], "int", manifest["spec"],
-                              backend=backend, backend_options=backend_options, build_nodes=build_nodes,
-                              attention_mode=attention)
-    return prepared, n_params, manifest
+    return model.eval(), nodes, target or manifest["target"], n_params, manifest

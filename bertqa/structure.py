@@ -79,9 +79,8 @@ def describe_module(name: str, m: nn.Module) -> Step:
     op = type(m).__name__
     if isinstance(m, CustomLinear):
         lw = m.lw
-        kernel = getattr(m.backend, "kernel_name", None)
         lines = [f"K {lw.in_features} -> N {lw.out_features}",
-                 f"{m.backend.name}: {kernel(m.handle) if kernel else m.backend.describe()}"]
+                 f"{m.backend.name}: {m.backend.kernel_name(m.handle)}"]
         extras = [f"int8, shift {lw.shift}"] if lw.precision == "int" else ["fp32 weights"]
         if m.input_scale is not None:
             extras.append("smoothed input")

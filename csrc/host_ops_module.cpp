@@ -10,7 +10,7 @@
 #include "add_layer_norm.h"
 #include "attention_bf16.h"
 #include "gelu.h"
-#include "int8_linear_runtime.h"
+#include "thread_runtime.h"
 
 namespace py = pybind11;
 

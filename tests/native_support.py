@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bertqa import native
 from bertqa.backends import customcpu, load_backend
 from bertqa.model.bert import BertConfig
 
 backend = load_backend("customcpu")
 built, why_not = backend.available()
 needs_native = pytest.mark.skipif(not built, reason=f"customcpu: {why_not}")
-FEATURES = customcpu.cpu_features() if built else {}
+FEATURES = native.cpu_features() if built else {}
 
 
 def isa_param(isa):
@@ -21,7 +22,7 @@ def isa_param(isa):
     return pytest.param(isa, marks=pytest.mark.skipif(lacks, reason=f"this CPU lacks {isa}"))
 
 
-ALL_ISAS = [isa_param(isa) for isa in customcpu.ISA_PATHS]
+ALL_ISAS = [isa_param(isa) for isa in native.ISA_PATHS]
 
 
 SMALL = BertConfig(vocab_size=120, hidden_size=40, num_hidden_layers=2, num_attention_heads=2,

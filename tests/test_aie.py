@@ -1,7 +1,7 @@
 """The `aie` target: tile planning, the device seam, parity with the reference, the CLI.
 
-Integers (xq, acc, q, saturation counts) are compared bit-exactly with bertqa.quant.reference;
-y is compared with torch.equal, since the host side runs the reference's own dequantization.
+The integers against the reference are the shared parity suite's (tests/test_backend_parity.py);
+here y is compared with torch.equal, since the host side runs the reference's own dequantization.
 No NPU exists here: the NPU branch is forced by patching the probe.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ from bertqa import cli
 from bertqa.backends import aie, aie_device
 from bertqa.backends.aie import AIEBackend, Tile, TilePlan, choose_tile, open_device
 from bertqa.backends.aie_device import TileEmulator, int8_gemm_i32_fp32
-from bertqa.backends.base import RunStats
 from bertqa.data.readers import builtin_stories
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import QuantSpec, reference as ref
@@ -102,30 +101,26 @@ def test_emulator_per_tile_equals_reference(requant, shift):
 
 
 # -- the backend vs the reference ---------------------------------------------------------------
+# Integers and y within the tolerance: the shared suite, tests/test_backend_parity.py. Here what
+# it does not reach: y bit-exact (the host runs the reference's own dequantization), a catalogue
+# of the seed's tiles whose K slice (2048 > 1040) takes the float64 path, and zero padding.
 
 @pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("m,k,n", [(37, 200, 77), (1, 384, 1152), (130, 1536, 384), (5, 1100, 3)])
-def test_backend_parity(spec, m, k, n):
+@pytest.mark.parametrize("m,k,n", [(37, 200, 77), (5, 1100, 3)])
+def test_y_exact_and_padding_zero(spec, m, k, n):
     lw = random_layer(k, n, spec, gelu=(n == 77))
     x = random_x(m, k)
-    # K = 1100: a seed-size tile, whose K slice (2048 > 1040) takes the float64 path
     kernels = {(2048, 2048): (1, 4, 8)} if k == 1100 else None
     backend = AIEBackend(kernels=kernels).configure(aie_device="emulator")
     layer = backend.prepare(lw)
     assert layer.kp % layer.kt == 0 and layer.np_ % layer.nt == 0
-    stats = RunStats()
-    y = backend.run(layer, x, stats)
+    d = backend.run_debug(layer, x)
     y_ref, parts = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, lw.spec.acts, lw.spec.requant)
-    if lw.gelu:
-        y_ref = torch.nn.functional.gelu(y_ref)
-    assert torch.equal(y, y_ref)
-    assert stats.saturated == parts["saturated"]
-    # the device's integers, bit-exact: q (and acc, which q is in mode int32), padding zero
-    xq, _ = ref.quantize_activation_symmetric(x, lw.spec.acts)
+    assert torch.equal(d["y"], torch.nn.functional.gelu(y_ref) if lw.gelu else y_ref)
+    assert torch.equal(d["acc"], parts["acc"]) and torch.equal(d["q"], parts["q"])
     plan = backend.plan(layer, m)
-    q_p, _ = backend.tile_device.gemm_requant(layer.wbuf, aie.pad2d(xq, plan.padded[0], layer.kp),
+    q_p, _ = backend.tile_device.gemm_requant(layer.wbuf, aie.pad2d(d["xq"], plan.padded[0], layer.kp),
                                               plan.tile, lw.shift, lw.spec.requant)
-    assert torch.equal(q_p[:m, :n].to(torch.int32), parts["q"])
     assert not q_p[m:].any() and not q_p[:, n:].any()
 
 

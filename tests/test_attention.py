@@ -125,28 +125,28 @@ def test_choose_by_target_precision_and_mode(monkeypatch):
     monkeypatch.setattr(attention, "native_unavailable", lambda: None)
     native = attention.HostKernels(attention.bf16_attention, attention.native_add_norm, NATIVE)
     pytorch = attention.HostKernels(None, None, attention.FP32_LABEL)
-    assert attention.choose(None, "customcpu", "int") == native
-    assert attention.choose("auto", "aie", "int") == native
-    for target, precision in (("cpu", "fp"), ("cpu", "int"), ("customcpu", "fp")):
-        assert attention.choose("auto", target, precision) == pytorch
-    assert attention.choose("fp32", "customcpu", "int") == pytorch
-    assert attention.choose("bf16", "cpu", "fp") == native
-    assert attention.choose("auto", "gpu", "int", device="cuda") == pytorch
+    assert attention.choose(None, "int", native_by_default=True) == native
+    assert attention.choose("auto", "int", "cpu", True) == native
+    for precision, native_targets in (("fp", False), ("int", False), ("fp", True)):
+        assert attention.choose("auto", precision, native_by_default=native_targets) == pytorch
+    assert attention.choose("fp32", "int", native_by_default=True) == pytorch
+    assert attention.choose("bf16", "fp") == native
+    assert attention.choose("auto", "int", device="cuda") == pytorch
     with pytest.raises(TargetUnavailable, match="model runs on cuda"):
-        attention.choose("bf16", "gpu", "int", device="cuda")
+        attention.choose("bf16", "int", device="cuda")
     with pytest.raises(TargetUnavailable, match="unknown attention 'int8'"):
-        attention.choose("int8", "customcpu", "int")
+        attention.choose("int8", "int", native_by_default=True)
 
 
 def test_without_the_kernels_auto_falls_back_and_bf16_says_why(monkeypatch):
     monkeypatch.setattr(attention, "bf16_unavailable", lambda: "this CPU lacks AVX512-BF16")
     monkeypatch.setattr(attention, "native_unavailable", lambda: None)
-    assert attention.choose("auto", "customcpu", "int") == attention.HostKernels(
+    assert attention.choose("auto", "int", native_by_default=True) == attention.HostKernels(
         None, attention.native_add_norm, f"{attention.FP32_LABEL}, {attention.NATIVE_NORM}")
     with pytest.raises(TargetUnavailable, match="--attention bf16 cannot run here: this CPU lacks"):
-        attention.choose("bf16", "customcpu", "int")
+        attention.choose("bf16", "int", native_by_default=True)
     monkeypatch.setattr(attention, "native_unavailable", lambda: "native extension not built")
-    assert attention.choose("auto", "customcpu", "int").label == attention.FP32_LABEL
+    assert attention.choose("auto", "int", native_by_default=True).label == attention.FP32_LABEL
 
 
 def test_cli_rejects_bf16_attention_where_it_cannot_run(monkeypatch, capsys):

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from bertqa.backends import customcpu
+from bertqa import native
 from bertqa.bench import model_bench
 from bertqa.bench.gemm import print_gemm_table, run_gemm_bench
 from bertqa.cli import main
@@ -58,7 +58,7 @@ def test_gemm_table_checks_each_shape_against_the_reference(capsys):
     # each row against the peaks measured next to it
     assert all(len(r["peaks"]) == 3 and r["peaks"][0][r["peak_isa"]][0] > 0 and r["busy_frac"] > 0
                for r in rows)
-    features = customcpu.cpu_features()
+    features = native.cpu_features()
     assert {r["isa"] for r in rows} == {isa for isa in ("avx512vnni", "avx2") if features[isa]}
 
 

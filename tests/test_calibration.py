@@ -13,14 +13,15 @@ import pytest
 import torch
 
 import bertqa
+from bertqa import native
 from bertqa.backends import customcpu, load_backend
-from bertqa.backends.base import RunStats
 from bertqa.errors import NonFiniteActivationError
 from bertqa.model.bert import BertConfig, random_model
 from bertqa.model.loading import lazy_model
 from bertqa.quant import custom_nodes, quantize_model
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
+from bertqa.quant.node_record import RunStats
 from bertqa.quant.spec import QuantSpec
 from bertqa.quant.streaming import quantize_streaming
 
@@ -105,7 +106,7 @@ def test_native_calibration_with_threads(forced, isa, acts):
     lw = make_layer(1030, 200, acts, "int16", None, seed=5)
     x, scale = make_x_scale(131, 1030, seed=6)
     x[97, 500] = 400.0                                  # one large product in a late tile
-    nat = customcpu.native()
+    nat = native.extension()
     try:
         for threads in (1, 2):
             nat.set_threads(threads)
@@ -206,7 +207,7 @@ def test_other_targets_calibrate_on_the_reference():
 def test_unbuilt_extension_calibrates_on_the_reference(monkeypatch):
     def missing():
         raise ImportError("No module named 'bertqa._native'")
-    monkeypatch.setattr(customcpu, "native", missing)
+    monkeypatch.setattr(native, "extension", missing)
     assert customcpu.CustomCPUBackend().calibrator() is reference
 
 
@@ -227,7 +228,7 @@ def on_the_reference(monkeypatch):
 @pytest.fixture
 def packs(monkeypatch):
     """Counts the native packs of customcpu (each layer's int8 weights laid out for a path)."""
-    real, seen = customcpu.native(), []
+    real, seen = native.extension(), []
 
     class Counting:
         def __getattr__(self, name):
@@ -237,7 +238,7 @@ def packs(monkeypatch):
             seen.append(1)
             return real.pack(*args)
     counting = Counting()
-    monkeypatch.setattr(customcpu, "native", lambda: counting)
+    monkeypatch.setattr(native, "extension", lambda: counting)
     return seen
 
 

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from bertqa import native
 from bertqa.backends import customcpu, load_backend
-from bertqa.backends.base import RunStats
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
+from bertqa.quant.node_record import RunStats
 from bertqa.quant.spec import QuantSpec
 
 from native_support import ALL_ISAS, FEATURES, backend, built, needs_native
@@ -42,44 +43,44 @@ def int_layer(k, n, seed=0, gelu=False, spec=None):
     ({"avx512vnni": False, "avx2": False, "scalar": True}, "scalar"),
 ])
 def test_best_isa_from_the_probe(monkeypatch, features, expected):
-    monkeypatch.setattr(customcpu, "cpu_features", lambda: features)
-    monkeypatch.delenv(customcpu.ISA_ENV, raising=False)
-    assert customcpu.select_isa() == expected
+    monkeypatch.setattr(native, "cpu_features", lambda: features)
+    monkeypatch.delenv(native.ISA_ENV, raising=False)
+    assert native.select_isa() == expected
 
 
 def test_isa_forced_by_env_and_refused_when_missing(monkeypatch):
-    monkeypatch.setattr(customcpu, "cpu_features",
+    monkeypatch.setattr(native, "cpu_features",
                         lambda: {"avx512vnni": False, "avx2": True, "scalar": True})
-    monkeypatch.setenv(customcpu.ISA_ENV, "scalar")
-    assert customcpu.select_isa() == "scalar"
-    monkeypatch.setenv(customcpu.ISA_ENV, "avx512vnni")
+    monkeypatch.setenv(native.ISA_ENV, "scalar")
+    assert native.select_isa() == "scalar"
+    monkeypatch.setenv(native.ISA_ENV, "avx512vnni")
     with pytest.raises(TargetUnavailable, match="avx512vnni"):
-        customcpu.select_isa()
+        native.select_isa()
     if built:                                      # available() says why, naming the path
         ok, reason = customcpu.CustomCPUBackend().available()
         assert not ok and "avx512vnni" in reason
     with pytest.raises(ValueError, match="unknown ISA"):
-        customcpu.select_isa("neon")
+        native.select_isa("neon")
 
 
 def test_not_built_is_reported_not_raised(monkeypatch):
     def missing():
         raise ImportError("No module named 'bertqa._native'")
-    monkeypatch.setattr(customcpu, "native", missing)
+    monkeypatch.setattr(native, "extension", missing)
     fresh = customcpu.CustomCPUBackend()
     ok, reason = fresh.available()
     assert not ok and reason.startswith("native extension not built: ")
-    assert not fresh.supports(4, 64, 64) and "not built" in fresh.describe()
+    assert "not built" in fresh.describe()
 
 
 @needs_native
 def test_native_refuses_a_path_the_cpu_lacks():
-    lacking = [isa for isa in customcpu.ISA_PATHS if not FEATURES.get(isa)]
+    lacking = [isa for isa in native.ISA_PATHS if not FEATURES.get(isa)]
     if not lacking:
         pytest.skip("this CPU runs every path")
     lw = int_layer(8, 4)
     with pytest.raises(ValueError, match="cannot run"):
-        customcpu.native().pack(lw.wq.numpy(), lw.sw.numpy(), None, 0, "tensor", "int16", False,
+        native.extension().pack(lw.wq.numpy(), lw.sw.numpy(), None, 0, "tensor", "int16", False,
                                 lacking[0])
 
 
@@ -97,7 +98,7 @@ def test_describe_names_the_path(forced, isa):
 @pytest.mark.skipif(not FEATURES.get("avx512vnni"), reason="this CPU lacks avx512vnni")
 def test_k_beyond_the_vnni_offset_bound_falls_back_by_name(forced):
     forced("avx512vnni")
-    k = customcpu.native().MAX_K_AVX512VNNI + 3
+    k = native.extension().MAX_K_AVX512VNNI + 3
     lw = int_layer(k, 3, spec=QuantSpec(requant="int32"))
     handle = backend.prepare(lw)
     assert "fallback" in handle.packed.path and handle.packed.isa != "avx512vnni"
@@ -108,11 +109,12 @@ def test_k_beyond_the_vnni_offset_bound_falls_back_by_name(forced):
 
 
 @needs_native
-def test_k_beyond_the_spec_is_not_supported():
-    k = customcpu.native().MAX_K + 1
-    assert backend.supports(4, 1024, 1024) and not backend.supports(4, k, 8)
+def test_k_beyond_the_spec_is_refused_when_prepared():
+    k = native.extension().MAX_K + 1
     with pytest.raises(ValueError, match="overflow"):
-        customcpu.native().pack(np.zeros((2, k), np.int8), np.ones(2, np.float32), None, 0,
+        backend.prepare(int_layer(k, 2, spec=QuantSpec(requant="int32")))
+    with pytest.raises(ValueError, match="overflow"):
+        native.extension().pack(np.zeros((2, k), np.int8), np.ones(2, np.float32), None, 0,
                                 "tensor", "int16", False, "scalar")
 
 
@@ -126,7 +128,7 @@ def test_threads_do_not_change_the_result(forced, isa, m, k, n):
     lw = int_layer(k, n, spec=QuantSpec(acts="row", shift=8))
     handle = backend.prepare(lw)
     x = torch.randn(m, k)
-    nat = customcpu.native()
+    nat = native.extension()
     try:
         outs = []
         for threads in (1, 2):
@@ -145,7 +147,7 @@ def test_kernel_shares_torchs_openmp_runtime():
     torch_gomp = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
     if not os.path.exists(torch_gomp):
         pytest.skip("this torch build bundles no libgomp.so.1")
-    runtime = customcpu.native().openmp_runtime()
+    runtime = native.extension().openmp_runtime()
     assert os.path.realpath(runtime) == os.path.realpath(torch_gomp), runtime
 
 
@@ -153,11 +155,11 @@ def test_kernel_shares_torchs_openmp_runtime():
 def test_set_threads_sets_torch_and_kernel():
     before = torch.get_num_threads()
     try:
-        customcpu.set_threads(1)
-        assert torch.get_num_threads() == 1 and customcpu.native().get_threads() == 1
+        native.set_threads(1)
+        assert torch.get_num_threads() == 1 and native.extension().get_threads() == 1
     finally:
-        customcpu.set_threads(before)
-        customcpu.native().set_threads(0)
+        native.set_threads(before)
+        native.extension().set_threads(0)
 
 
 # -- fused GELU accuracy -----------------------------------------------------------------------
@@ -197,10 +199,10 @@ def test_default_gelu_is_bit_identical_to_the_reference(forced, isa):
 @needs_native
 @pytest.mark.parametrize("isa", ALL_ISAS)
 def test_native_gelu_fused_equals_native_gelu_after_the_reference(forced, isa, monkeypatch):
-    """gelu='native': the epilogue's GELU is customcpu.native_gelu on the reference's y, bit for
+    """gelu='native': the epilogue's GELU is native.native_gelu on the reference's y, bit for
     bit, so cpu-reference and aie with gelu='native' (the int8 targets' default) agree with it."""
     forced(isa)
-    monkeypatch.setenv(customcpu.ISA_ENV, isa)          # native_gelu follows the ISA path
+    monkeypatch.setenv(native.ISA_ENV, isa)          # native_gelu follows the ISA path
     fused = backend.configure(gelu="native")
     fused.set_isa(isa)
     differs = False
@@ -208,7 +210,7 @@ def test_native_gelu_fused_equals_native_gelu_after_the_reference(forced, isa, m
         lw = int_layer(k, n, seed=m, gelu=True, spec=QuantSpec(weights="channel", acts="row", shift=7))
         x = torch.randn(m, k) * 3
         y_ref, _ = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, "row", "int16")
-        want = customcpu.native_gelu(y_ref.clone())
+        want = native.native_gelu(y_ref.clone())
         differs |= not torch.equal(want, torch.nn.functional.gelu(y_ref))
         handle = fused.prepare(lw)
         assert torch.equal(fused.run(handle, x, RunStats()), want)
@@ -235,7 +237,7 @@ def test_configure_rejects_unknown_options():
 
 @needs_native
 def test_extension_links_no_torch():
-    with open(customcpu.native().__file__, "rb") as f:
+    with open(native.extension().__file__, "rb") as f:
         image = f.read()
     assert b"libtorch" not in image and b"libc10" not in image
 
@@ -270,7 +272,7 @@ def test_native_extension_is_built_where_ci_requires_it():
 
 @needs_native
 def test_contention_guard_judges_regions_by_the_least_busy_thread():
-    nat = customcpu.native()
+    nat = native.extension()
     assert nat.region_contended(1e-3, 0.5e-3)            # a thread lost half the region
     assert not nat.region_contended(1e-3, 0.9e-3)        # everyone ran
     assert not nat.region_contended(1e-4, 0.0)           # too short to tell from wake-up latency
@@ -280,7 +282,7 @@ def test_contention_guard_judges_regions_by_the_least_busy_thread():
 def test_contention_guard_episodes_grow_while_contention_lasts_and_reset_when_it_ends():
     """A short neighbour (ONNX Runtime's pool spins ~50 ms after a run) costs a short episode; a
     steady one gets episodes of 0.02, 0.04, ... up to 0.2 s; one clean region starts over."""
-    nat = customcpu.native()
+    nat = native.extension()
     try:
         nat.thread_guard(True, 0)
         assert nat.thread_guard()["next_episode_seconds"] == pytest.approx(0.02)
@@ -308,9 +310,9 @@ def test_contention_guard_runs_one_thread_with_the_same_results(monkeypatch):
     """While the guard holds an episode, every native kernel runs on one thread; nothing in the
     results depends on it (Linear, attention, add+LayerNorm, GELU)."""
     from bertqa import attention
-    nat = customcpu.native()
+    nat = native.extension()
     threads = torch.get_num_threads()
-    customcpu.set_threads(2)
+    native.set_threads(2)
     lw = int_layer(512, 1024, gelu=True, spec=QuantSpec(weights="channel", acts="row", shift=7))
     handle = backend.configure(gelu="native").prepare(lw)
     x, scale = torch.randn(192, 512), torch.rand(512) + 0.5
@@ -321,7 +323,7 @@ def test_contention_guard_runs_one_thread_with_the_same_results(monkeypatch):
         calls = handle.packed.profile(x.numpy(), y.numpy(), scale.numpy())
         host = [attention.bf16_attention(qkv, None, 4) if not attention.bf16_unavailable() else torch.zeros(1),
                 attention.native_add_norm(qkv[..., :256], qkv[..., 256:512].clone(), norm),
-                customcpu.native_gelu(qkv[..., 512:].contiguous())]
+                native.native_gelu(qkv[..., 512:].contiguous())]
         return calls["threads"], [y, *host]
     try:
         nat.thread_guard(True, 0)
@@ -335,14 +337,14 @@ def test_contention_guard_runs_one_thread_with_the_same_results(monkeypatch):
         assert nat.threads_now() == 2
     finally:
         nat.thread_guard(True, 0)
-        customcpu.set_threads(threads)
+        native.set_threads(threads)
 
 
 def test_contention_guard_can_be_turned_off_by_environment(tmp_path):
     import subprocess
     import sys
-    code = ("from bertqa.backends import customcpu; "
-            "print(customcpu.native().thread_guard()['enabled'])")
+    code = ("from bertqa import native; "
+            "print(native.extension().thread_guard()['enabled'])")
     env = {**os.environ, "BERTQA_THREAD_GUARD": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     if "ImportError" in out.stderr or "ModuleNotFoundError" in out.stderr:

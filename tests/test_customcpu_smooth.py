@@ -13,13 +13,14 @@ import pytest
 import torch
 
 import bertqa
+from bertqa import native
 from bertqa.backends import customcpu, load_backend
-from bertqa.backends.base import RunStats
 from bertqa.errors import NonFiniteActivationError
 from bertqa.model.bert import random_model
 from bertqa.quant import custom_nodes, quantize_model
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
+from bertqa.quant.node_record import RunStats
 from bertqa.quant.spec import QuantSpec
 
 from native_support import ALL_ISAS, SMALL, backend, make_x_scale, needs_native, small_inputs
@@ -91,7 +92,7 @@ def test_fused_scale_with_threads(forced, isa, acts):
     lw = make_layer(1030, 97, acts, seed=3)
     handle = backend.prepare(lw)
     x, scale = make_x_scale(130, 1030, seed=4)
-    nat = customcpu.native()
+    nat = native.extension()
     try:
         for threads in (1, 2):
             nat.set_threads(threads)
@@ -236,7 +237,7 @@ def test_small_model_logits_equal_cpu_reference(forced, isa, spec):
     models = {}
     for name in ("customcpu", "cpu-reference"):
         models[name] = copy.deepcopy(model)
-        quantize_model(models[name], "int", name, spec, lambda m: m(*calib), fuse_gelu=True)
+        quantize_model(models[name], "int", load_backend(name), spec, lambda m: m(*calib), fuse_gelu=True)
     nodes = custom_nodes(models["customcpu"])
     assert all(n.backend.name == "customcpu" and n.handle.packed.isa == isa for n in nodes)
     assert all(n.input_scale is not None for n in nodes)
@@ -280,17 +281,17 @@ def test_bundled_default_model_logits_equal_cpu_reference(bundled_int):
 
 @pytest.mark.parametrize("isa", ALL_ISAS)
 def test_bundled_default_model_on_every_path(bundled_int, isa, monkeypatch):
-    native, reference = bundled_int
-    nodes = custom_nodes(native.prepared.model)
+    native_qa, reference = bundled_int
+    nodes = custom_nodes(native_qa.prepared.model)
     assert nodes[0].backend.gelu == "native"              # the int8 target's host kernels
-    monkeypatch.setenv(customcpu.ISA_ENV, isa)            # the reference's native GELU follows
+    monkeypatch.setenv(native.ISA_ENV, isa)            # the reference's native GELU follows
     fresh = customcpu.CustomCPUBackend("native")
     fresh.set_isa(isa)
     before = [n.backend for n in nodes]
     try:
         for node in nodes:
             node.set_backend(fresh)
-        for a, b in zip(bundled_logits(native), bundled_logits(reference)):
+        for a, b in zip(bundled_logits(native_qa), bundled_logits(reference)):
             assert torch.equal(a, b)
     finally:
         for node, was in zip(nodes, before):

@@ -5,7 +5,8 @@ import torch
 from bertqa.backends.cpu_reference import ReferenceBackend
 from bertqa.model.bert import BertConfig, random_model
 from bertqa.bench.profile import ForwardProfiler, format_profile, layer_type
-from bertqa.quant import quantize_model
+from bertqa.backends import get_backend
+from bertqa.quant import QuantSpec, quantize_model
 
 TINY = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=64, max_position_embeddings=64)
@@ -80,7 +81,7 @@ def test_profile_warms_up_and_names_the_kernels_that_run():
 
 def test_custom_nodes_show_backend_time_and_parts():
     model = random_model(TINY)
-    nodes = quantize_model(model, "int", "cpu-reference")
+    nodes = quantize_model(model, "int", get_backend("cpu-reference"), QuantSpec())
     for node in nodes:
         node.set_backend(PartsBackend())
     forward(model, n=1)                               # stats from before profiling are dropped

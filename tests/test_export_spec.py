@@ -1,4 +1,4 @@
-"""Scheme spec in ONNX Runtime against the SPEC-quant reference: xq, acc and q bit for bit on one
+"""Scheme spec in ONNX Runtime against the reference of docs/quantization.md: xq, acc and q bit for bit on one
 layer (unusual K/N, every granularity, both requant modes, smoothing), y within the step-5
 tolerance; and logits of random BERT-large-shaped layers close to customcpu int's."""
 import numpy as np
@@ -10,6 +10,7 @@ ort = pytest.importorskip("onnxruntime", reason="--target onnx needs the onnx ex
 
 from onnx import TensorProto, helper  # noqa: E402
 
+from bertqa.backends import get_backend  # noqa: E402
 from bertqa.export.graph import GraphWriter  # noqa: E402
 from bertqa.export.spec_scheme import SpecScheme  # noqa: E402
 from bertqa.quant import QuantSpec  # noqa: E402
@@ -51,7 +52,7 @@ def test_layer_is_bit_exact_with_the_reference(tmp_path, k, n, m, spec, shift, s
     if m > 2:
         x[2] = 0.0                                                   # amax == 0 row
     qspec = QuantSpec.parse(spec)
-    node = prepare_linear(w, b, qspec, backend="cpu-reference", name="layer")
+    node = prepare_linear(w, b, qspec, backend=get_backend("cpu-reference"), name="layer")
     node.lw.shift = shift
     if smoothed:
         node.input_scale = torch.rand(k, generator=g) + 0.5
@@ -61,15 +62,14 @@ def test_layer_is_bit_exact_with_the_reference(tmp_path, k, n, m, spec, shift, s
     assert np.array_equal(out["xq"], d["xq"].numpy())
     assert np.array_equal(out["acc"], d["acc"].numpy())
     assert np.array_equal(out["q"], d["q"].numpy())
-    mult = ref.dequant_multiplier(d["sx"], node.lw.sw, shift)
-    tol = 1e-6 * ((d["q"].float() * mult).abs() + node.lw.bias.abs()) + 1e-6 * mult
-    assert ((torch.from_numpy(out["y"]) - y).abs() <= tol).all()
+    assert ref.within_y_tolerance(torch.from_numpy(out["y"]), y, d["q"], d["sx"], node.lw.sw, shift,
+                                  node.lw.bias)
 
 
 def test_saturation_clips_like_the_reference(tmp_path):
     k, n = 256, 8
     w = torch.ones(n, k)
-    node = prepare_linear(w, None, QuantSpec.parse("channel-row"), backend="cpu-reference", name="layer")
+    node = prepare_linear(w, None, QuantSpec.parse("channel-row"), backend=get_backend("cpu-reference"), name="layer")
     node.lw.shift = 0                                                # 127 * 127 * 256 >> int16
     x = torch.ones(3, k)
     x[1] *= -1

@@ -1,4 +1,4 @@
-"""The gpu backend against the SPEC-quant reference: integers bit-exact, floats within the spec.
+"""The gpu backend beyond the shared parity suite: its kernels in Triton's interpreter, fp16, flushing.
 
 Where CUDA is present the Triton kernels run compiled on the GPU; elsewhere they run on CPU
 tensors in Triton's interpreter (TRITON_INTERPRET=1, set before Triton is imported), which
@@ -20,6 +20,7 @@ from bertqa.backends.gpu import GpuBackend                                # noqa
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable     # noqa: E402
 from bertqa.quant import QuantSpec, reference as ref                      # noqa: E402
 from bertqa.quant.linear import CustomLinear, QLinear, flush_stats, linear_weights  # noqa: E402
+from bertqa.quant.node_record import RunStats                             # noqa: E402
 
 DEV = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device")
@@ -41,6 +42,10 @@ def _kernels_or_reason():
 
 gk, WHY = _kernels_or_reason()
 needs_kernels = pytest.mark.skipif(gk is None, reason=WHY)
+# What the shared suite (tests/test_backend_parity.py, through GpuBackend.run_debug) checks of an
+# available gpu backend: on CUDA it covers these; without CUDA they check the kernels in Triton's
+# interpreter, which that suite cannot reach (the backend is unavailable there).
+interpreter_only = pytest.mark.skipif(CUDA, reason="on CUDA tests/test_backend_parity.py checks this")
 
 
 def random_case(m, k, n, seed, scale=3.0, weights="channel"):
@@ -57,14 +62,9 @@ def run_kernel(x, wq, sw, b, shift, acts, requant, out_mode, fuse, gelu=False):
     return out.cpu(), counters.cpu()
 
 
-def within_spec(y, y_ref, q, sx, sw, shift, b):
-    mult = ref.dequant_multiplier(sx, sw, shift)
-    tol = 1e-6 * ((q.float() * mult).abs() + (0 if b is None else b.abs())) + 1e-6 * mult
-    return bool(((y.float() - y_ref).abs() <= tol).all())
-
-
 # -- kernels vs reference ------------------------------------------------------------------------
 
+@interpreter_only
 @needs_kernels
 @pytest.mark.parametrize("acts", ["tensor", "row"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -79,6 +79,7 @@ def test_quantize_activation_bit_exact(acts, dtype):
     assert torch.equal(sx.cpu(), sx_ref.reshape(-1))
 
 
+@interpreter_only
 @needs_kernels
 def test_round_half_even_on_exact_ties():
     # amax = 127 makes inv = 1, so x * inv lands exactly on every half-integer
@@ -97,6 +98,7 @@ CASES = [  # m, k, n, shift, requant, acts, fuse
 ]
 
 
+@interpreter_only
 @needs_kernels
 @pytest.mark.parametrize("m,k,n,shift,requant,acts,fuse", CASES)
 def test_int8_linear_parity(m, k, n, shift, requant, acts, fuse):
@@ -109,9 +111,10 @@ def test_int8_linear_parity(m, k, n, shift, requant, acts, fuse):
     assert counters.tolist() == [parts["saturated"], 0]
     y, _ = run_kernel(x, wq, sw, b, shift, acts, requant, "y", fuse)
     assert y.dtype == torch.float32
-    assert within_spec(y, y_ref, parts["q"], parts["sx"], sw, shift, b)
+    assert ref.within_y_tolerance(y, y_ref, parts["q"], parts["sx"], sw, shift, b)
 
 
+@interpreter_only
 @needs_kernels
 def test_saturations_counted_on_device():
     x, wq, sw, b = random_case(33, 128, 40, seed=5, scale=10.0)
@@ -121,6 +124,7 @@ def test_saturations_counted_on_device():
     assert torch.equal(q, parts["q"]) and counters[0] == parts["saturated"]
 
 
+@interpreter_only
 @needs_kernels
 def test_gelu_epilogue_and_no_bias():
     x, wq, sw, _ = random_case(20, 64, 24, seed=7)
@@ -160,7 +164,32 @@ def test_node_int_matches_reference_and_flushes_lazily():
     assert node.stats.saturated == 0                       # still on the device
     flush_stats(node)
     assert node.stats.saturated == parts["saturated"]
-    assert within_spec(y.reshape(-1, 40).cpu(), y_ref, parts["q"], parts["sx"], lw.sw, 0, b)
+    assert ref.within_y_tolerance(y.reshape(-1, 40).cpu(), y_ref, parts["q"], parts["sx"], lw.sw, 0, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("acts,requant,shift,gelu", [("row", "int16", 3, False), ("tensor", "int32", 0, True)])
+def test_run_debug_shows_the_kernels_integers(acts, requant, shift, gelu):
+    """What the shared parity suite reads of the gpu backend where CUDA is present, checked here
+    in the interpreter: the integers are the reference's, y is what `run` returns."""
+    gen = torch.Generator().manual_seed(11)
+    w, b = torch.randn(33, 96, generator=gen), torch.randn(33, generator=gen)
+    lw = linear_weights(w, b, QuantSpec(acts=acts, requant=requant, shift=shift if requant == "int16" else None),
+                        "int", name="enc.1.up", gelu=gelu)
+    backend = GpuBackend()
+    backend.device = DEV
+    handle = backend.prepare(lw)
+    x = torch.randn(7, 96, generator=gen) * 4
+    d = backend.run_debug(handle, x)
+    _, parts = ref.int8_linear(x, lw.wq, lw.sw, b, lw.shift, acts, requant)
+    for key in ("xq", "sx", "acc", "q"):
+        assert torch.equal(d[key], parts[key]), key
+    assert d["saturated"] == parts["saturated"]
+    assert torch.equal(d["y"], backend.run(handle, x.to(DEV), RunStats()).cpu())
+    assert handle.counters.tolist() == [0, 0]               # the layer's own counters untouched
+    x[2, 3] = float("nan")
+    with pytest.raises(NonFiniteActivationError, match="enc.1.up"):
+        backend.run_debug(handle, x)
 
 
 @needs_kernels

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from bertqa.model.bert import BertConfig, random_model
+from bertqa.backends import get_backend
 from bertqa.quant import QuantSpec, layer_summary, quantize_model
 from bertqa.quant import reference as ref
 from bertqa.quant.smooth import channel_amax, smoothing_scale
@@ -35,7 +36,7 @@ def test_spec_parse_presets_and_pairs():
 def test_every_linear_is_replaced_and_counted(precision, cls):
     model = random_model(TINY)
     n_linear = sum(type(m) is nn.Linear for m in model.modules())
-    nodes = quantize_model(model, precision, "cpu-reference", QuantSpec(), fuse_gelu=True)
+    nodes = quantize_model(model, precision, get_backend("cpu-reference"), QuantSpec(), fuse_gelu=True)
     assert len(nodes) == n_linear == 2 * 4 + 1
     assert not any(type(m) is nn.Linear for m in model.modules())
     summary = layer_summary(model)
@@ -46,7 +47,7 @@ def test_custom_fp_nodes_compute_the_same_as_the_model():
     model = random_model(TINY)
     with torch.no_grad():
         s0, e0 = model(*tiny_inputs())
-        quantize_model(model, "fp", "cpu-reference", fuse_gelu=True)
+        quantize_model(model, "fp", get_backend("cpu-reference"), fuse_gelu=True)
         s1, e1 = model(*tiny_inputs())
     assert torch.allclose(s0, s1, atol=1e-5) and torch.allclose(e0, e1, atol=1e-5)
 
@@ -71,7 +72,7 @@ def test_calibration_sets_the_smallest_fitting_shift_plus_margin():
     def calibrate(m):
         m(*tiny_inputs(1))
 
-    nodes = quantize_model(model, "int", "cpu-reference", QuantSpec(), calibrate=calibrate)
+    nodes = quantize_model(model, "int", get_backend("cpu-reference"), QuantSpec(), calibrate=calibrate)
     for node in nodes:
         assert 0 <= node.lw.shift <= 16
         seen[node.lw.name] = node.lw.shift
@@ -111,7 +112,7 @@ def test_smoothing_improves_int8_error_on_an_outlier_channel():
     def error(spec):
         model = nn.Sequential(nn.Linear(64, 32))
         model.load_state_dict(layer.state_dict())
-        quantize_model(model, "int", "cpu-reference", spec, calibrate=lambda m: m(x))
+        quantize_model(model, "int", get_backend("cpu-reference"), spec, calibrate=lambda m: m(x))
         with torch.no_grad():
             return (model(x) - layer(x)).pow(2).mean().item()
 
@@ -129,6 +130,31 @@ def test_channel_amax_records_each_linear_input():
 def test_nan_activation_is_an_error_naming_the_layer():
     from bertqa.errors import NonFiniteActivationError
     model = random_model(TINY)
-    quantize_model(model, "int", "cpu-reference", QuantSpec(shift=4))
+    quantize_model(model, "int", get_backend("cpu-reference"), QuantSpec(shift=4))
     with torch.no_grad(), pytest.raises(NonFiniteActivationError, match="layers.0.attention.qkv"):
         model.layers[0].attention(torch.full((1, 3, 32), float("nan")), None)
+
+
+def test_no_spec_means_the_targets_default_everywhere():
+    """quantize_model, prepare_linear and the int targets all take QuantSpec.default() for None."""
+    from bertqa.quant.linear import linear_weights, prepare_linear
+    from bertqa.targets import prepare_target
+    model = random_model(TINY)
+    nodes = quantize_model(model, "int", get_backend("cpu-reference"), calibrate=lambda m: m(*tiny_inputs(1)))
+    assert {node.lw.spec for node in nodes} == {QuantSpec.default()}
+    prepared = prepare_target(random_model(TINY), "customcpu", "int", calibrate=lambda m: m(*tiny_inputs(1)))
+    assert prepared.spec == QuantSpec.default()
+    with pytest.raises(ValueError, match="smooth needs calibration inputs"):    # the default smooths
+        prepare_linear(torch.randn(4, 8), None, backend=get_backend("cpu-reference"))
+    with pytest.raises(ValueError, match="layer: precision 'int' needs a QuantSpec"):
+        linear_weights(torch.randn(4, 8), None, None, "int", name="layer")
+
+
+def test_replace_module_by_dotted_name():
+    from bertqa.quant.linear import replace_module
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Linear(2, 3)))
+    replace_module(model, "1.0", nn.GELU())
+    replace_module(model, "0", nn.Identity())
+    assert isinstance(model[1][0], nn.GELU) and isinstance(model[0], nn.Identity)
+    with pytest.raises(AttributeError):
+        replace_module(model, "2.0", nn.ReLU())

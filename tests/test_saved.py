@@ -42,6 +42,17 @@ def test_reload_gives_identical_logits_and_shifts(saved):
         assert torch.equal(x, y)
 
 
+def test_reload_keeps_a_spec_other_than_the_default(tmp_path):
+    """The saved spec is the loaded model's, also when it is not QuantSpec.default()."""
+    from bertqa.quant import QuantSpec
+    qa = bertqa.load(model="bundled", target="customcpu", precision="int", spec="seed-shift4", threads=1)
+    again = bertqa.load(model=str(qa.save(tmp_path / "shift4")), threads=1)
+    assert again.prepared.spec == qa.prepared.spec == QuantSpec.parse("seed-shift4")
+    assert again.header()["quantization"] == qa.header()["quantization"]
+    for x, y in zip(logits(qa), logits(again)):
+        assert torch.equal(x, y)
+
+
 def test_saved_directory_stands_alone(saved, tmp_path):
     _, out = saved
     moved = shutil.copytree(out, tmp_path / "elsewhere")

@@ -11,6 +11,7 @@ from bertqa.model.bert import BertConfig, random_model
 from bertqa.model.loading import (BUNDLED_DIR, hf_state_dict, lazy_model, load_model, map_name,
                                   model_from_tensors)
 from bertqa.model.safetensors_io import SafetensorsFile, write_safetensors
+from bertqa.backends import get_backend
 from bertqa.quant import QuantSpec, quantize_model
 from bertqa.quant.streaming import quantize_streaming
 
@@ -57,10 +58,10 @@ def test_streaming_equals_the_whole_model_path(tiny_dir, spec):
         calls.append(1)
         model(*inputs)
     full = load_model(tiny_dir)
-    full_nodes = quantize_model(full, "int", "cpu-reference", spec, calibrate, fuse_gelu=True)
+    full_nodes = quantize_model(full, "int", get_backend("cpu-reference"), spec, calibrate, fuse_gelu=True)
     lazy, fetchers = lazy_model(tiny_dir)
     assert lazy.layers[0].ffn.up.weight.is_meta and not lazy.embeddings.word.weight.is_meta
-    lazy_nodes = quantize_streaming(lazy, fetchers, "int", "cpu-reference", spec, calibrate, fuse_gelu=True)
+    lazy_nodes = quantize_streaming(lazy, fetchers, "int", get_backend("cpu-reference"), spec, calibrate, fuse_gelu=True)
     assert [n.lw.name for n in full_nodes] == [n.lw.name for n in lazy_nodes]
     for a, b in zip(full_nodes, lazy_nodes):
         assert a.lw.shift == b.lw.shift, a.lw.name
@@ -79,7 +80,7 @@ def test_streaming_reads_each_layer_once_without_calibration(tiny_dir):
     lazy, fetchers = lazy_model(tiny_dir)
     reads = []
     counted = {name: (lambda f=f, name=name: reads.append(name) or f()) for name, f in fetchers.items()}
-    quantize_streaming(lazy, counted, "int", "cpu-reference", QuantSpec(requant="int32"))
+    quantize_streaming(lazy, counted, "int", get_backend("cpu-reference"), QuantSpec(requant="int32"))
     assert sorted(reads) == sorted(fetchers)
 
 
@@ -92,9 +93,9 @@ def test_bundled_model_streams_to_the_same_answers(bundled_dir, tokenizer, stori
         QAPipeline(model, tokenizer).answer(story.questions[0], story.context)
     spec = QuantSpec.default()
     whole = load_model(bundled_dir)
-    whole_nodes = quantize_model(whole, "int", "cpu-reference", spec, calibrate, fuse_gelu=True)
+    whole_nodes = quantize_model(whole, "int", get_backend("cpu-reference"), spec, calibrate, fuse_gelu=True)
     lazy, fetchers = lazy_model(bundled_dir)
-    lazy_nodes = quantize_streaming(lazy, fetchers, "int", "cpu-reference", spec, calibrate, fuse_gelu=True)
+    lazy_nodes = quantize_streaming(lazy, fetchers, "int", get_backend("cpu-reference"), spec, calibrate, fuse_gelu=True)
     for a, b in zip(whole_nodes, lazy_nodes):
         assert a.lw.shift == b.lw.shift and torch.equal(a.input_scale, b.input_scale), a.lw.name
     questions = story.questions[1:4]

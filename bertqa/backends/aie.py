@@ -1,4 +1,4 @@
-"""Backend 'aie': SPEC-quant int8 Linear layers as fixed-shape tile GEMMs on an AIE device.
+"""Backend 'aie': int8 Linear layers (docs/quantization.md) as fixed-shape tile GEMMs on an AIE device.
 
 The AIE kernels take fixed tile shapes (the seed's: 1/4/8 x 2048 x 2048 and 8 x 4096 x 4096,
 as M x K x N). Per layer, `prepare` picks a tile K x N from the catalogue, pads the int8 weights
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from bertqa.backends.aie_device import NPUDevice, TileEmulator, probe_npu
-from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
-from bertqa.backends.customcpu import GELU_MODES, apply_gelu, check_gelu_mode
+from bertqa.backends.base import LinearBackend
 from bertqa.errors import TargetUnavailable
+from bertqa.native import apply_gelu, check_gelu_mode
 from bertqa.quant import reference as ref
+from bertqa.quant.node_record import LinearWeights, RunStats
 
 DEVICE_CHOICES = ("auto", "emulator", "npu")
 # The tile kernels the device offers: (K_t, N_t) -> the M_t variants built for it. The first two
@@ -156,8 +157,6 @@ class AIEBackend(LinearBackend):
     name = "aie"
     precisions = ("int",)
 
-    gelu_modes = GELU_MODES
-
     def __init__(self, device_choice: str = "auto", kernels: dict | None = None, gelu: str = "torch"):
         self.device_choice = device_choice
         self.kernels = kernels or TILE_KERNELS
@@ -175,9 +174,6 @@ class AIEBackend(LinearBackend):
     def available(self) -> tuple[bool, str]:
         found, why = probe_npu()
         return True, f"NPU: {why}" if found else f"tile emulator (no NPU: {why})"
-
-    def supports(self, m: int, k: int, n: int) -> bool:
-        return k * 127 * 127 < 2 ** 31                           # int32 accumulators (SPEC 3)
 
     @property
     def tile_device(self):
@@ -238,6 +234,21 @@ class AIEBackend(LinearBackend):
                            (f"m_tile {plan.tile.m}", 1)):
             c[key] = c.get(key, 0) + value
         return y
+
+    def run_debug(self, layer: AIELayer, x: torch.Tensor) -> dict:
+        """The device's integers of one call: acc from a pass in requant mode int32 (the
+        accumulators themselves), q from the layer's own mode; y is `run`'s."""
+        lw = layer.lw
+        m, n = x.shape[0], lw.out_features
+        ref.check_finite(x, lw.name)
+        xq, sx = ref.quantize_activation_symmetric(x, lw.spec.acts)
+        plan = self.plan(layer, m)
+        xq_p = pad2d(xq, plan.padded[0], layer.kp)
+        acc_p, _ = self.tile_device.gemm_requant(layer.wbuf, xq_p, plan.tile, 0, "int32")
+        q_p, saturated = self.tile_device.gemm_requant(layer.wbuf, xq_p, plan.tile, lw.shift,
+                                                       lw.spec.requant)
+        return dict(xq=xq, sx=sx, acc=acc_p[:m, :n].to(torch.int32), q=q_p[:m, :n].to(torch.int32),
+                    y=self.run(layer, x, RunStats()), saturated=saturated)
 
     def layer_report(self, layer: AIELayer, stats: RunStats) -> dict:
         """What the device did for this layer since the stats were last reset."""

@@ -1,8 +1,8 @@
-"""Backend 'cpu-reference': the SPEC-quant reference itself, run as a backend.
+"""Backend 'cpu-reference': the reference of docs/quantization.md itself, run as a backend.
 
 Slow and obviously right: it is the oracle the other backends are tested against, and what
-`customcpu int` falls back to where the native kernel is not built. GELU (outside SPEC-quant):
-torch's, or with configure(gelu='native') the native epilogue's (customcpu.native_gelu), which
+`customcpu int` falls back to where the native kernel is not built. GELU (outside the int8 specification):
+torch's, or with configure(gelu='native') the native epilogue's (bertqa.native.native_gelu), which
 the int8 targets choose with their native host kernels. `calibrate` is the calibration forward
 for every target but customcpu (LinearBackend.calibrator): the reference's y, then torch's GELU,
 and the max |acc| of its exact accumulators.
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
-from bertqa.backends.customcpu import GELU_MODES, apply_gelu, check_gelu_mode
+from bertqa.backends.base import LinearBackend
+from bertqa.native import apply_gelu, check_gelu_mode
 from bertqa.quant import reference as ref
+from bertqa.quant.node_record import LinearWeights, RunStats
 
 
 class ReferenceBackend(LinearBackend):
     name = "cpu-reference"
-    gelu_modes = GELU_MODES
 
     def __init__(self, gelu: str = "torch"):
         self.gelu = gelu
@@ -45,6 +45,11 @@ class ReferenceBackend(LinearBackend):
         if lw.gelu:
             y = torch.nn.functional.gelu(y) if lw.precision == "fp" else apply_gelu(y, self.gelu)
         return y
+
+    def run_debug(self, lw: LinearWeights, x: torch.Tensor) -> dict:
+        y, parts = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, lw.spec.acts,
+                                   lw.spec.requant, lw.name)
+        return dict(parts, y=apply_gelu(y, self.gelu) if lw.gelu else y)
 
     def calibrate(self, lw: LinearWeights, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         y, parts = ref.int8_linear(x, lw.wq, lw.sw, lw.bias, lw.shift, lw.spec.acts,

@@ -1,6 +1,6 @@
 """Backend 'customcpu': the native int8 Linear (csrc/, built by `pip install .` as bertqa._native).
 
-`prepare` packs the reference's int8 weights once for one ISA path; `run` computes SPEC-quant
+`prepare` packs the reference's int8 weights once for one ISA path; `run` computes docs/quantization.md
 steps 2-5 (and the fused GELU) in one native call over zero-copy NumPy views of the tensors.
 
 Smoothing (`fuses_input_scale`): a smoothed node hands its input_scale [K] to `run` with every
@@ -16,27 +16,20 @@ was written, so there is nothing to compare it with yet): the node, its timing a
 seam stay the same as for int8.
 
 ISA path: the best this CPU runs (avx512vnni, then avx2, then scalar), unless BERTQA_ISA or
-`set_isa` names one; `cpu_features` is the probe, which tests patch. The choice is made per
-layer when it is prepared: layers already prepared keep their path.
+`set_isa` names one (bertqa.native.select_isa; tests patch its probe `cpu_features`). The
+choice is made per layer when it is prepared: layers already prepared keep their path.
 
-Threads: the extension is built with OpenMP and resolves to the libgomp that torch loaded, so
-the kernel and torch's intra-op work share one pool of `torch.get_num_threads()` threads and
-never run on top of each other; `set_threads(n)` sets both. A contention guard in the extension
-(csrc/int8_linear_runtime.cpp) runs the native kernels on one thread for a while whenever a
-sampled call shows that another process took a core from one of its threads (an OpenMP region
-waits for its slowest thread); the episodes grow from 20 ms to 0.2 s while the contention lasts.
-BERT-large beside a busy-looping process, guard on vs off: 782 vs 941 ms median at seq 384, 275
-vs 355 ms at seq 128; no change on an idle machine. BERTQA_THREAD_GUARD=0 or
-native().thread_guard(False) turns it off.
+Threads and the contention guard belong to the native runtime (bertqa.native, one setting
+for the whole process).
 
 GELU (layers with lw.gelu, the FFN up-projections): gelu='torch' (the backend's default)
 applies torch.nn.functional.gelu to the native output; the native y equals the reference's bit
 for bit (same fp32 multiply, then add), so whole models give exactly the answers of
 cpu-reference. gelu='native' applies the extension's own erf GELU inside the GEMM's store
-(vec_gelu.h: within ~3e-7 * |y| of exact erf, not bit-identical to torch's); `native_gelu` is
-the same function over a whole tensor, which cpu-reference and aie apply with gelu='native', so
-the three backends still agree exactly. The int8 targets choose 'native' with their native host
-kernels (bertqa.attention): on BERT-large at seq 384 it saved ~8 ms of a ~430 ms forward.
+(vec_gelu.h: within ~3e-7 * |y| of exact erf, not bit-identical to torch's);
+bertqa.native.native_gelu is the same function over a whole tensor, which cpu-reference and aie
+apply with gelu='native', so the three backends still agree exactly. The int8 targets choose
+'native' with their native host kernels (bertqa.targets, Target.gelu).
 
 Calibration (`calibrator`, `calibrate`): the int16 shifts of a customcpu model are calibrated on
 this native kernel, not on the reference: a backend with gelu='torch' (this one, or a copy on
@@ -57,82 +50,11 @@ from dataclasses import dataclass
 
 import torch
 
-from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa import native
+from bertqa.backends.base import LinearBackend
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable
-
-ISA_PATHS = ("avx512vnni", "avx2", "scalar")     # fastest first
-ISA_ENV = "BERTQA_ISA"
-THREAD_GUARD_ENV = "BERTQA_THREAD_GUARD"
-GELU_MODES = ("torch", "native")
-
-_native = None
-
-
-def native():
-    """The extension module bertqa._native; ImportError where it is not built. BERTQA_THREAD_GUARD=0
-    turns its contention guard off (see `set_threads`)."""
-    global _native
-    if _native is None:
-        from bertqa import _native as module
-        if os.environ.get(THREAD_GUARD_ENV, "1") == "0":
-            module.thread_guard(False)
-        _native = module
-    return _native
-
-
-def cpu_features() -> dict:
-    """{'avx512vnni': bool, 'avx2': bool, 'scalar': True}: the ISA paths this CPU can run."""
-    return dict(native().cpu_features())
-
-
-def select_isa(requested: str | None = None) -> str:
-    """The ISA path to pack for: `requested`, else $BERTQA_ISA, else the best the CPU runs."""
-    requested = requested or os.environ.get(ISA_ENV) or None
-    features = cpu_features()
-    if requested is None:
-        return next(isa for isa in ISA_PATHS if features.get(isa))
-    if requested not in ISA_PATHS:
-        raise ValueError(f"unknown ISA path {requested!r}; choose one of {', '.join(ISA_PATHS)}")
-    if not features.get(requested):
-        raise TargetUnavailable(f"this CPU cannot run the {requested} path of customcpu")
-    return requested
-
-
-def native_gelu(y: torch.Tensor) -> torch.Tensor:
-    """gelu(y) in place (y: contiguous fp32 on the CPU), computed as the fused epilogue of this
-    CPU's ISA path computes it; returns y."""
-    assert y.dtype == torch.float32 and y.is_contiguous() and y.device.type == "cpu", \
-        "native_gelu takes a contiguous fp32 CPU tensor"
-    native().gelu(y.detach().numpy(), select_isa())
-    return y
-
-
-def apply_gelu(y: torch.Tensor, mode: str) -> torch.Tensor:
-    """The GELU of a backend's gelu mode ('torch' or 'native') on y."""
-    if mode == "native":
-        return native_gelu(y.contiguous() if y.dtype == torch.float32 else y.float().contiguous())
-    return torch.nn.functional.gelu(y)
-
-
-def check_gelu_mode(backend: str, gelu: str) -> None:
-    if gelu not in GELU_MODES:
-        raise TargetUnavailable(f"{backend} gelu must be one of {', '.join(GELU_MODES)}, got {gelu!r}")
-    if gelu == "native":
-        try:
-            native()
-        except ImportError as e:
-            raise TargetUnavailable(f"{backend} gelu='native' needs the native extension ({e})") from None
-
-
-def set_threads(n: int) -> None:
-    """Threads for torch's intra-op pool and the native kernel (one shared OpenMP pool)."""
-    assert n >= 1, f"threads must be >= 1, got {n}"
-    torch.set_num_threads(n)
-    try:
-        native().set_threads(n)
-    except ImportError:
-        pass
-
+from bertqa.native import GELU_MODES, ISA_PATHS, check_gelu_mode, select_isa
+from bertqa.quant.node_record import LinearWeights, RunStats
 
 @dataclass
 class PackedLayer:
@@ -145,7 +67,6 @@ class PackedLayer:
 class CustomCPUBackend(LinearBackend):
     name = "customcpu"
     fuses_input_scale = True
-    gelu_modes = GELU_MODES
 
     def __init__(self, gelu: str = "torch"):
         assert gelu in GELU_MODES, f"gelu must be one of {GELU_MODES}, got {gelu!r}"
@@ -163,23 +84,13 @@ class CustomCPUBackend(LinearBackend):
         return backend
 
     def available(self) -> tuple[bool, str]:
-        try:
-            native()
-        except ImportError as e:
-            return False, f"native extension not built: {e}"
+        why = native.unavailable()
+        if why:
+            return False, why
         try:
             return True, f"native int8 Linear, {self.isa} path"
         except (ValueError, TargetUnavailable) as e:
             return False, str(e)
-
-    def supports(self, m: int, k: int, n: int) -> bool:
-        """Every M, N and K up to the SPEC's int32 bound (avx512vnni itself hands K above its own
-        +128-offset bound to the avx2 path and names that fallback in the layer's path)."""
-        try:
-            max_k = native().MAX_K
-        except ImportError:
-            return False
-        return m >= 0 and n >= 1 and 1 <= k <= max_k
 
     @property
     def isa(self) -> str:
@@ -191,9 +102,13 @@ class CustomCPUBackend(LinearBackend):
         """Force an ISA path for layers prepared from now on; None goes back to the default."""
         self._isa = select_isa(isa) if isa else None
 
+    def set_variant(self, variant: str | None) -> None:
+        """The variants are the ISA paths (set_isa)."""
+        self.set_isa(variant)
+
     def variants(self) -> list[tuple[str, bool, str]]:
         """(isa, runnable here, reason) for each path, for tests that force every one."""
-        features = cpu_features()
+        features = native.cpu_features()
         return [(isa, bool(features.get(isa)), "" if features.get(isa) else f"this CPU lacks {isa}")
                 for isa in ISA_PATHS]
 
@@ -201,7 +116,7 @@ class CustomCPUBackend(LinearBackend):
         ok, reason = self.available()
         if not ok:
             return f"customcpu (unavailable: {reason})"
-        nat = native()
+        nat = native.extension()
         gelu = ", native GELU fused" if self.gelu == "native" else ""
         return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads, "
                 f"OpenMP: {os.path.basename(nat.openmp_runtime())}{gelu})")
@@ -241,7 +156,7 @@ class CustomCPUBackend(LinearBackend):
         assert lw.wq is not None and lw.wq.dtype == torch.int8, f"{lw.name}: wq must be int8 [N, K]"
         bias = None if lw.bias is None else lw.bias.detach().to(torch.float32).contiguous().numpy()
         fused = lw.gelu and self.gelu == "native"
-        packed = native().pack(lw.wq.contiguous().numpy(), lw.sw.to(torch.float32).contiguous().numpy(),
+        packed = native.extension().pack(lw.wq.contiguous().numpy(), lw.sw.to(torch.float32).contiguous().numpy(),
                                bias, lw.shift, lw.spec.acts, lw.spec.requant, fused, self.isa)
         return PackedLayer(lw, packed, gelu_after=lw.gelu and not fused, isa=self.isa)
 

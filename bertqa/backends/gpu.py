@@ -1,7 +1,7 @@
 """Backend 'gpu': custom linear nodes on a CUDA GPU (issue 7, `--target gpu`).
 
 precision fp:  y = x @ W^T + b in fp16 (cuBLAS through torch), weights fp16 on the GPU.
-precision int: SPEC-quant steps 2-5 as Triton kernels (gpu_kernels.py): bit-exact xq, acc, q
+precision int: docs/quantization.md steps 2-5 as Triton kernels (gpu_kernels.py): bit-exact xq, acc, q
                with the reference; y formed in fp32 and stored in the activation dtype
                (fp16 between layers under --target gpu: the model runs in fp16 around the nodes).
 
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bertqa.backends.base import LinearBackend, LinearWeights, RunStats
+from bertqa.backends.base import LinearBackend
 from bertqa.errors import NonFiniteActivationError, TargetUnavailable
+from bertqa.quant.node_record import LinearWeights, RunStats
 
 
 @dataclass
@@ -86,6 +87,26 @@ class GpuBackend(LinearBackend):
         return kernels.int8_linear(x, h.wq, h.sw, h.bias, lw.shift, lw.spec.acts, lw.spec.requant,
                                    lw.gelu, h.counters,
                                    fuse_quantize=x.shape[0] <= self.fuse_quantize_max_m)
+
+    def run_debug(self, h: GpuLinear, x: torch.Tensor) -> dict:
+        """The kernels' integers of one call, on the host: xq and sx from the quantize kernel,
+        acc and q from the GEMM's debug outputs, y as `run` computes it (fresh counters: the
+        layer's own are left alone)."""
+        lw, kernels = h.lw, import_kernels()
+        x = x.to(self.device).contiguous()
+        dev, fuse = x.device, x.shape[0] <= self.fuse_quantize_max_m
+        outs, counters = {}, {}
+        for mode in ("acc", "q", "y"):
+            counters[mode] = torch.zeros(2, dtype=torch.int32, device=dev)
+            outs[mode] = kernels.int8_linear(x, h.wq, h.sw, h.bias, lw.shift, lw.spec.acts,
+                                             lw.spec.requant, lw.gelu, counters[mode], out_mode=mode,
+                                             fuse_quantize=fuse)
+        xq, sx = kernels.quantize_activation(x, lw.spec.acts, torch.zeros(1, dtype=torch.int32, device=dev))
+        saturated, nonfinite = counters["q"].tolist()
+        if nonfinite:
+            raise NonFiniteActivationError(f"layer {lw.name}: input activations contain NaN or Inf")
+        return dict(xq=xq.cpu(), sx=sx.reshape(-1, 1).cpu(), acc=outs["acc"].cpu(), q=outs["q"].cpu(),
+                    y=outs["y"].cpu(), saturated=saturated)
 
     def flush(self, items: list) -> None:
         """[(GpuLinear, RunStats)]: one stack and one copy to the host for all layers."""

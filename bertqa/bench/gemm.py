@@ -1,6 +1,6 @@
 """GEMM benchmark of the native int8 Linear (backend 'customcpu') on BERT-large shapes.
 
-For every ISA path the CPU runs and every shape: check the result against the SPEC-quant
+For every ISA path the CPU runs and every shape: check the result against the docs/quantization.md
 reference first (xq, acc, q bit-exact, y within tolerance), then time it and print its rate as a
 fraction of the machine's int8 peak, measured in the same run with tight multiply-add loops
 (csrc/int8_peak.cpp). `python -m bertqa.bench.gemm` prints the table.
@@ -35,11 +35,12 @@ from dataclasses import dataclass
 
 import torch
 
-from bertqa.backends import customcpu, load_backend
-from bertqa.backends.base import RunStats
+from bertqa import native
+from bertqa.backends import load_backend
 from bertqa.bench import cpu_name
 from bertqa.quant import reference as ref
 from bertqa.quant.linear import linear_weights
+from bertqa.quant.node_record import RunStats
 from bertqa.quant.spec import QuantSpec
 
 # (K, N) of BERT-large's Linear layers: fused QKV, attention output, FFN up, FFN down
@@ -56,9 +57,8 @@ def check_against_reference(backend, handle, lw, x) -> str:
     for key in ("xq", "acc", "q"):
         if not torch.equal(d[key], p[key]):
             return f"{key} differs"
-    mult = ref.dequant_multiplier(p["sx"], lw.sw, lw.shift)
-    tol = 1e-6 * ((p["q"].float() * mult).abs() + lw.bias.abs()) + 1e-6 * mult
-    return "ok" if bool(((d["y"] - y_ref).abs() <= tol).all()) else "y beyond tolerance"
+    ok = ref.within_y_tolerance(d["y"], y_ref, p["q"], p["sx"], lw.sw, lw.shift, lw.bias)
+    return "ok" if ok else "y beyond tolerance"
 
 
 def time_node(backend, handle, x, repeats: int) -> dict:
@@ -126,23 +126,23 @@ def run_gemm_bench(threads: int | None = None, isas=None, shapes=BERT_LARGE_SHAP
     ok, reason = backend.available()
     if not ok:
         return [dict(skipped=reason)]
-    nat = customcpu.native()
+    nat = native.extension()
     torch_threads = torch.get_num_threads()
     if threads is not None:
-        customcpu.set_threads(threads)
+        native.set_threads(threads)
     try:
         return _run(backend, nat, isas, shapes, tokens, repeats, peak_seconds)
     finally:
         if threads is not None:
-            customcpu.set_threads(torch_threads)
+            native.set_threads(torch_threads)
             nat.set_threads(0)
 
 
 def _run(backend, nat, isas, shapes, tokens, repeats, peak_seconds) -> list[dict]:
     nthreads = nat.get_threads()
-    features = customcpu.cpu_features()
+    features = native.cpu_features()
     if isas is None:
-        isas = [isa for isa in customcpu.ISA_PATHS if features.get(isa) and isa != "scalar"]
+        isas = [isa for isa in native.ISA_PATHS if features.get(isa) and isa != "scalar"]
     load_before = os.getloadavg()[0]
     peak_isa = next((isa for isa in PEAK_PATHS if features.get(isa)), None)   # the fastest
     timer = RoundTimer(nat, nthreads, peak_seconds, peak_isa)

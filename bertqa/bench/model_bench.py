@@ -60,21 +60,25 @@ def random_inputs(vocab: int, seq: int, batch: int = 1, seed: int = 0):
 def build_torch(config: BertConfig, name: str, spec=None):
     """A callable (ids, types, mask) -> (start, end) for one of the PyTorch-side configurations."""
     from bertqa.quant import QuantSpec
-    from bertqa.targets import prepare_target
+    from bertqa.targets import TARGET_TABLE, prepare_target, target_of_backend
     model = random_model(config)
     if name == "torch-fp32":
         return model, "PyTorch fp32"
     if name == "torch-int8":
         p = prepare_target(model, "cpu", "int")
         return p.model, p.backend
-    precision = name.split("-")[1]
+    # '<backend>-<precision>[-sdpa]', for any registered backend, on the target that lists it
+    base, sdpa = (name[:-len("-sdpa")], True) if name.endswith("-sdpa") else (name, False)
+    backend, _, precision = base.rpartition("-")
+    target = target_of_backend(backend)
     calib = [random_inputs(config.vocab_size, 128, seed=s) for s in (11, 12)]
 
     def calibrate(m):
         for inputs in calib:
             m(*inputs)
-    p = prepare_target(model, "customcpu", precision, spec or QuantSpec.default(), calibrate,
-                       attention_mode="fp32" if name.endswith("-sdpa") else None)
+    p = prepare_target(model, target, precision, spec or QuantSpec.default(), calibrate,
+                       backend=None if TARGET_TABLE[target].backends[0] == backend else backend,
+                       attention_mode="fp32" if sdpa else None)
     return p.model, p.backend + (f" [{p.spec.label()}]" if p.spec else "") + f"; attention {p.attention}"
 
 

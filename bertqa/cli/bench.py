@@ -12,7 +12,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq", default="384,128", help="sequence lengths, comma-separated")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds per sequence length")
     p.add_argument("--configs", default=",".join(CONFIG_NAMES),
-                   help="which of " + ", ".join(CONFIG_NAMES))
+                   help="which of " + ", ".join(CONFIG_NAMES) + ", or BACKEND-int / BACKEND-fp for "
+                        "any registered Linear backend (on the target that lists it)")
     p.add_argument("--layers", type=int, default=None, help="encoder layers (default: BERT-large's 24)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--settle", type=float, default=0.1,
@@ -50,10 +51,13 @@ def run_bench(args) -> int:
         seqs = [int(s) for s in args.seq.split(",")]
     except ValueError:
         raise BertQAError(f"--seq takes comma-separated integers, got {args.seq!r}") from None
+    from bertqa.backends import backend_names
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = sorted(set(configs) - set(CONFIG_NAMES))
+    per_backend = {f"{b}-{p}" for b in backend_names() for p in ("fp", "int")}
+    unknown = sorted(set(configs) - set(CONFIG_NAMES) - per_backend)
     if unknown or not configs or any(not 8 <= s <= 512 for s in seqs):
-        raise BertQAError(f"--configs must name some of {', '.join(CONFIG_NAMES)} and --seq lie in "
+        raise BertQAError(f"--configs must name some of {', '.join(CONFIG_NAMES)} (or BACKEND-int, "
+                          f"BACKEND-fp for a backend of {', '.join(backend_names())}) and --seq lie in "
                           f"8..512 (got configs {configs}, seq {seqs})")
     if args.memory:
         from bertqa.bench.memory_bench import run_memory_bench

@@ -18,11 +18,11 @@ def model_for_workers(args, what: str):
     is prepared by each worker, and a note says to run `bertqa prepare` to shared storage."""
     from bertqa.model.loading import resolve_model
     from bertqa.saved import is_prepared_dir
-    from bertqa.targets import TARGET_BACKENDS
+    from bertqa.targets import is_custom
     kwargs = load_kwargs(args)
     model_dir = resolve_model(kwargs["model"])
     kwargs["model"] = str(model_dir.resolve())
-    custom_int = kwargs["precision"] == "int" and kwargs["target"] in TARGET_BACKENDS
+    custom_int = kwargs["precision"] == "int" and is_custom(kwargs["target"])
     if is_prepared_dir(model_dir) or not custom_int:
         yield kwargs
         return

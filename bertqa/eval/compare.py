@@ -159,7 +159,7 @@ class ConfigRunner:
 def is_emulated(qa) -> bool:
     """Whether the Linear layers of `qa` run on an emulator of their device (the AIE tiles)."""
     from bertqa.quant import custom_nodes
-    return any(getattr(node.backend, "emulated", False) for node in custom_nodes(qa.prepared.model))
+    return any(node.backend.emulated for node in custom_nodes(qa.prepared.model))
 
 
 def run_label(config: "Config", qa) -> str:

@@ -25,9 +25,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bertqa.backends import get_backend
-from bertqa.backends.base import LinearWeights, RunStats
 from bertqa.quant import reference as ref
+from bertqa.quant.node_record import LinearWeights, RunStats
 from bertqa.quant.smooth import channel_amax, smoothing_scale
 from bertqa.quant.spec import QuantSpec
 
@@ -42,7 +41,7 @@ class CustomLinear(nn.Module):
         self.in_features, self.out_features = lw.in_features, lw.out_features
         self.stats = RunStats()
         self.max_abs_acc = None          # set to 0 to record max|acc| (calibration)
-        # [K] per-channel multiply before SPEC step 2 (smoothing); a buffer, so that moving the
+        # [K] per-channel multiply before step 2 of docs/quantization.md (smoothing); a buffer, so that moving the
         # model (to a GPU, to fp16) moves it too and a captured CUDA graph never copies it. A
         # backend with fuses_input_scale receives it with every call (never a copy kept from
         # prepare, which runs before it is set), else forward multiplies x by it.
@@ -94,7 +93,7 @@ class CustomLinear(nn.Module):
 
 
 class QLinear(CustomLinear):
-    """The int8 custom node (SPEC-quant); the name the layer summary counts, as the seed did."""
+    """The int8 custom node (docs/quantization.md); the name the layer summary counts, as the seed did."""
 
 
 def worst_case_shift(wq: torch.Tensor) -> int:
@@ -106,7 +105,7 @@ def worst_case_shift(wq: torch.Tensor) -> int:
 
 def linear_weights(weight, bias, spec: QuantSpec | None, precision: str, name: str = "linear",
                    groups: int = 1, gelu: bool = False, shift: int | None = None) -> LinearWeights:
-    """SPEC step 1 (for int) plus the shift: the backend-independent part of preparing a layer."""
+    """Step 1 of docs/quantization.md (for int) plus the shift: the backend-independent part of preparing a layer."""
     weight = weight.detach().to(torch.float32).contiguous()
     bias = None if bias is None else bias.detach().to(torch.float32).contiguous()
     n, k = weight.shape
@@ -115,7 +114,8 @@ def linear_weights(weight, bias, spec: QuantSpec | None, precision: str, name: s
         lw.weight = weight
         return lw
     assert precision == "int", f"precision must be 'fp' or 'int', got {precision!r}"
-    spec = spec or QuantSpec()
+    if spec is None:
+        raise ValueError(f"{name}: precision 'int' needs a QuantSpec (QuantSpec.default() is the targets')")
     lw.spec = spec
     lw.wq, lw.sw = ref.quantize_weight_symmetric(weight, spec.weights, groups)
     if spec.requant == "int32":
@@ -127,33 +127,48 @@ def linear_weights(weight, bias, spec: QuantSpec | None, precision: str, name: s
     return lw
 
 
-def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantSpec | None = None,
-                   backend: str = "cpu-reference", precision: str = "int", name: str = "linear",
+def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantSpec | None = None, *,
+                   backend, precision: str = "int", name: str = "linear",
                    groups: int = 1, gelu: bool = False, shift: int | None = None) -> CustomLinear:
-    """One custom node for W: [N, K], b: [N]. Without a calibrated shift, a calibrated spec takes
-    the worst-case shift of its weights (never saturates); quantize_model calibrates on data."""
-    if spec is not None and spec.smooth is not None and precision == "int":
+    """One custom node for W: [N, K], b: [N] on `backend` (a backend object, e.g.
+    bertqa.backends.get_backend(name)). Without a calibrated shift, a calibrated spec takes
+    the worst-case shift of its weights (never saturates); quantize_model calibrates on data.
+    spec None means QuantSpec.default(), as for quantize_model and the targets."""
+    spec = QuantSpec.default() if spec is None and precision == "int" else spec
+    if precision == "int" and spec.smooth is not None:
         raise ValueError("QuantSpec.smooth needs calibration inputs: use quantize_model(..., calibrate=...)")
     lw = linear_weights(weight, bias, spec, precision, name, groups, gelu, shift)
     cls = QLinear if precision == "int" else CustomLinear
-    return cls(lw, get_backend(backend))
+    return cls(lw, backend_object(backend))
+
+
+def backend_object(backend):
+    """`backend` itself; a clear error for a name (this layer does not look backends up: the
+    caller resolves it, so that quantization never imports bertqa.backends)."""
+    if isinstance(backend, str):
+        raise TypeError(f"pass a backend object, not the name {backend!r} "
+                        f"(bertqa.backends.get_backend({backend!r}))")
+    return backend
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where the submodule of `model` with qualified name `name` ('a.b.c') is."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 def swap_linears(model: nn.Module, make_node: Callable[[str, nn.Linear], nn.Module]) -> int:
     """Replace every nn.Linear in `model` by make_node(qualified_name, linear); returns the count."""
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
     for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, make_node(name, linear))
+        replace_module(model, name, make_node(name, linear))
     return len(targets)
 
 
 def remove_modules(model: nn.Module, names) -> None:
     """Replace each named submodule by nn.Identity (an activation a node now applies itself)."""
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+        replace_module(model, name, nn.Identity())
 
 
 def custom_nodes(model: nn.Module) -> list[CustomLinear]:
@@ -175,11 +190,11 @@ class QuantPlan:
     @classmethod
     def make(cls, model: nn.Module, precision: str, backend, spec: QuantSpec | None,
              calibrate, fuse_gelu: bool) -> "QuantPlan":
-        spec = spec or QuantSpec()
+        spec = QuantSpec.default() if spec is None else spec
         smooth = precision == "int" and spec.smooth is not None
         if smooth and calibrate is None:
             raise ValueError("QuantSpec.smooth needs calibration inputs (calibrate=...)")
-        target = get_backend(backend) if isinstance(backend, str) else backend
+        target = backend_object(backend)
         calibrate_shifts = precision == "int" and spec.calibrated and calibrate is not None
         return cls(precision, spec, target,
                    getattr(model, "quant_groups", lambda: {})(),
@@ -220,7 +235,8 @@ class QuantPlan:
 def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | None = None,
                    calibrate: Callable[[nn.Module], None] | None = None, fuse_gelu: bool = False,
                    margin_bits: int = 1) -> list[CustomLinear]:
-    """Swap every Linear of `model` for a custom node on `backend`, in place.
+    """Swap every Linear of `model` for a custom node on `backend`, in place. spec None means
+    QuantSpec.default(), the spec of the int targets.
 
     For a calibrated int16 spec, `calibrate(model)` runs a few representative inputs through the
     model while every node records its max |acc| (exact accumulators, on the backend's
@@ -228,7 +244,8 @@ def quantize_model(model: nn.Module, precision: str, backend, spec: QuantSpec | 
     each layer's shift is then the smallest that fits that peak in int16, plus `margin_bits`.
     With smoothing, the per-channel input statistics come from `calibrate` run on the fp32
     model first. `fuse_gelu` lets layers named by the model's `gelu_fusions()` apply GELU
-    themselves. `backend` is a registered name or a backend object (one set up by `configure`).
+    themselves. `backend` is a backend object (bertqa.backends.get_backend(name), or one set up
+by `configure`).
     bertqa.quant.streaming does the same for a model whose Linear weights are read on demand.
     """
     plan = QuantPlan.make(model, precision, backend, spec, calibrate, fuse_gelu)

@@ -1,6 +1,6 @@
 """A prepared int8 model's nodes as plain tensors and records, and nodes built back from them.
 
-What a node is, is SPEC-quant step 1's output plus what calibration chose: wq [N, K] int8,
+What a node is, is step 1's output (docs/quantization.md) plus what calibration chose: wq [N, K] int8,
 sw [N] fp32, bias [N] fp32 (if any), input_scale [K] fp32 (if smoothed), the shift and whether
 the node applies GELU. Those are backend-independent, so a model saved from one backend can be
 rebuilt on any other without the fp32 weights and without calibrating again.
@@ -12,9 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bertqa.backends.base import LinearWeights
-from bertqa.backends import get_backend
-from bertqa.quant.linear import QLinear, custom_nodes, remove_modules, swap_linears
+from bertqa.quant.linear import QLinear, backend_object, custom_nodes, remove_modules, swap_linears
+from bertqa.quant.node_record import LinearWeights
 from bertqa.quant.spec import QuantSpec
 
 NODE_TENSORS = ("wq", "sw", "bias", "input_scale")
@@ -44,7 +43,7 @@ def nodes_from_state(model: nn.Module, get: Callable[[str], torch.Tensor], names
     """Replace every nn.Linear of `model` (weights may be on `meta`) by the int8 node saved for
     it: get(name) reads one of the saved tensors, `names` are those there are. Layers whose
     record says gelu get their activation module (the model's gelu_fusions()) removed."""
-    target = get_backend(backend) if isinstance(backend, str) else backend
+    target = backend_object(backend)
     fusions = getattr(model, "gelu_fusions", lambda: {})()
 
     def make_node(name: str, linear: nn.Linear) -> QLinear:

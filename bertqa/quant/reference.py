@@ -1,4 +1,4 @@
-"""The reference implementation of ../shared/SPEC-quant.md: the test oracle for every backend.
+"""The reference implementation of docs/quantization.md: the test oracle for every backend.
 
 Each function is one numbered step of the spec, written for clarity, in PyTorch on the CPU.
 Integers are exact: the int8 x int8 GEMM runs in float64, where every partial sum is an integer
@@ -109,6 +109,21 @@ def dequant_multiplier(sx: torch.Tensor, sw: torch.Tensor, shift: int) -> torch.
 def dequantize_bias(q: torch.Tensor, sx, sw, shift: int, bias) -> torch.Tensor:
     y = q.to(torch.float32) * dequant_multiplier(sx, sw, shift)
     return y + bias if bias is not None else y
+
+
+def y_tolerance(q: torch.Tensor, sx: torch.Tensor, sw: torch.Tensor, shift: int, bias) -> torch.Tensor:
+    """[M, N]: how far a backend's y may lie from the reference's, given the reference's own
+    integers q and scales (docs/quantization.md, tolerances): a few fp32 roundings of the
+    dequantization and bias add, 1e-6 * (|q * mult| + |b|) + 1e-6 * mult. The integers
+    themselves (xq, acc, q) have no tolerance: they must match exactly."""
+    mult = dequant_multiplier(sx, sw, shift)                           # [M, N]
+    b = 0.0 if bias is None else bias.abs()
+    return 1e-6 * ((q.to(torch.float32) * mult).abs() + b) + 1e-6 * mult
+
+
+def within_y_tolerance(y: torch.Tensor, y_ref: torch.Tensor, q, sx, sw, shift: int, bias) -> bool:
+    """Whether y is within y_tolerance of the reference's y_ref everywhere."""
+    return bool(((y.to(torch.float32) - y_ref).abs() <= y_tolerance(q, sx, sw, shift, bias)).all())
 
 
 # -- the whole node -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""QuantSpec: which variant of ../shared/SPEC-quant.md a prepared model computes.
+"""QuantSpec: which variant of docs/quantization.md a prepared model computes.
 
 A QuantSpec is a small validated value. It names the granularities and the requantization mode;
 the per-layer shifts themselves are found by calibration (or forced by `shift`) and live on the

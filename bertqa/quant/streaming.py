@@ -19,8 +19,8 @@ the fp32 tensors are dropped, so at most one layer's fp32 weights are alive at a
 So with the same calibration inputs the result is the one quantize_model gives (the tests
 check shifts, input scales and logits), at the price of reading the weights twice when
 smoothing. After each layer's fp32 tensors are dropped, their pages go back to the system
-(bertqa.memory), or the heap would keep them as holes between the int8 blocks. The module knows nothing of where the weights come from: `fetchers` maps each
-Linear's qualified name to a callable returning fresh fp32 tensors.
+(bertqa.memory), or the heap would keep them as holes between the int8 blocks. The module knows
+nothing of where the weights come from: `fetchers` maps each Linear's qualified name to a callable returning fresh fp32 tensors.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertqa.memory import release_free_heap
-from bertqa.quant.linear import CustomLinear, QuantPlan, custom_nodes, swap_linears
+from bertqa.quant.linear import CustomLinear, QuantPlan, custom_nodes, replace_module, swap_linears
 from bertqa.quant.spec import QuantSpec
 
 Fetch = Callable[[], tuple]            # () -> (weight [N, K] fp32, bias [N] fp32 | None)
@@ -116,5 +116,4 @@ def quantize_streaming(model: nn.Module, fetchers: dict[str, Fetch], precision: 
 def swap_pending(model: nn.Module) -> None:
     """Put each PendingLinear's node in its place."""
     for name, p in [(n, m) for n, m in model.named_modules() if isinstance(m, PendingLinear)]:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, p.materialize())
+        replace_module(model, name, p.materialize())
