@@ -33,13 +33,13 @@ TIERS = {
     "unit": [
         "test_bad_inputs.py", "test_decode.py", "test_doc_links.py", "test_eval_data.py", "test_eval_metric.py",
         "test_eval_profile.py", "test_loading.py", "test_pairs.py", "test_quant_reference.py",
-        "test_quant_swap.py", "test_serve_unit.py", "test_streaming.py", "test_tiers.py",
+        "test_quant_swap.py", "test_seams.py", "test_serve_unit.py", "test_streaming.py", "test_targets.py", "test_tiers.py",
         "test_tokenizer_kinds.py", "test_windows.py",
     ],
     "parity": [
         "test_aie.py", "test_attention.py", "test_backend_parity.py", "test_calibration.py",
         "test_customcpu.py", "test_customcpu_smooth.py", "test_export_spec.py", "test_families.py",
-        "test_gpu_backend.py", "test_model_parity.py",
+        "test_gpu_backend.py", "test_model_parity.py", "test_toy_backend.py",
     ],
     "e2e": [
         "test_batch_padding.py", "test_bench.py", "test_cli.py", "test_cli_ask.py",
