@@ -51,9 +51,27 @@ def test_every_scheme_checks_loads_and_answers(exports, scheme, demo_pairs):
     assert qa.layer_summary()["total"] > 100
 
 
+def _cpu_has_vnni() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def test_spec_answers_match_customcpu_int(exports, demo_pairs):
+    """Identical answers where ONNX Runtime's MatMulInteger is exact (VNNI). On AVX2-only CPUs its
+    u8 x s8 kernel sums pairs of products in saturating int16 (docs/export.md), so there an answer
+    may only swap with the reference's runner-up, both ranking the same two spans."""
     ref = bertqa.load(model="bundled", target="customcpu", precision="int", attention="fp32")
-    assert answers(bertqa.load(model=str(exports["spec"])), demo_pairs) == answers(ref, demo_pairs)
+    spec = bertqa.load(model=str(exports["spec"]))
+    if _cpu_has_vnni():
+        assert answers(spec, demo_pairs) == answers(ref, demo_pairs)
+        return
+    swapped = 0
+    for q, c in demo_pairs:
+        a, b = ref.answer(q, c, top_k=2), spec.answer(q, c, top_k=2)
+        if a[0].text != b[0].text:
+            swapped += 1
+            assert {x.text for x in a} == {x.text for x in b}, (q, a, b)
+    assert swapped <= len(demo_pairs) // 10
 
 
 def test_bf16_answers_match_cpu_fp(exports, qa_fp, demo_pairs):
