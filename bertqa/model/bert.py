@@ -126,6 +126,29 @@ def sdpa_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> 
     return ctx.transpose(1, 2).reshape(b, s, h3 // 3)
 
 
+def per_sequence(core, qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+    """`core` over each sequence of a CPU batch at its own length (the mask's leading zeros), so
+    that a window's context vectors are exactly those it gets alone, whatever it is batched with:
+    attention kernels block their sums by sequence length, and per-row int8 quantization turns
+    that last-bit difference into a different rounding. Padded rows come out as zeros. Batches on
+    other devices (CUDA graphs), traced or compiled models, and masks that are not right padding
+    take `core` over the whole batch."""
+    b, s, h3 = qkv.shape
+    if (mask is None or b == 1 or qkv.device.type != "cpu" or torch.jit.is_tracing()
+            or torch.compiler.is_compiling()):
+        return core(qkv, mask, heads)
+    keep = mask.reshape(b, s) == 0
+    lengths = keep.sum(dim=1).tolist()
+    if not all(bool(keep[i, :n].all()) for i, n in enumerate(lengths)):
+        return core(qkv, mask, heads)
+    out = qkv.new_zeros(b, s, h3 // 3)
+    for i, n in enumerate(lengths):
+        one = qkv[i:i + 1, :n]
+        one = one if one.is_contiguous() else one.contiguous()   # the strides it has alone
+        out[i, :n] = core(one, mask[i:i + 1, ..., :n], heads)[0]
+    return out
+
+
 def add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     """The post-LayerNorm residual step: norm(x + y)."""
     return norm(x + y)
@@ -147,7 +170,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, mask):
         # x: [B, S, H]; mask: [B, 1, 1, S] additive (0 or a large negative)
-        ctx = self.core(self.qkv(x), mask, self.heads)
+        ctx = per_sequence(self.core, self.qkv(x), mask, self.heads)
         return self.add_norm(x, self.out(ctx), self.norm)
 
 
