@@ -98,6 +98,8 @@ class QAModel:
         (bertqa.qa.history; history_turns 0, the default, asks the question alone)."""
         opts = self._options_for("answer", options, option_changes)
         if isinstance(question, list):
+            if history_turns:
+                raise ValueError("history_turns applies to one question, not to a list of pairs")
             results = self.answer_batch(question, context, top_k=top_k, options=opts)
             return results if top_k > 1 else [r[0] for r in results]
         if isinstance(question, dict):

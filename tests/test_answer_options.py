@@ -204,3 +204,5 @@ def test_dict_inputs(qa_fp):
     assert [r[0].text for r in qa_fp.answer_batch([pair])] == [one.text]
     with pytest.raises(ValueError, match="give no context besides"):
         qa_fp.answer(pair, STORY)
+    with pytest.raises(ValueError, match="history_turns applies to one question"):
+        qa_fp.answer([pair], history=[("Who?", "Ada")], history_turns=1)

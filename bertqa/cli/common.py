@@ -46,7 +46,7 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
                    help="tokens shared by consecutive windows (default: %(default)s)")
     q.add_argument("--max-question-len", type=positive_int, default=64,
                    help="question tokens kept in a window (default: %(default)s)")
-    q.add_argument("--max-answer-len", type=positive_int, default=30,
+    q.add_argument("--max-answer-len", type=positive_int, default=15,
                    help="longest answer, in tokens (default: %(default)s)")
     q.add_argument("--no-align-to-words", dest="align_to_words", action="store_false",
                    help="let answers start or end inside a word of the context (by default a span "

@@ -21,7 +21,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
                    help="let the last N question/answer turns of a story go before a follow-up "
                         "question (default: 0, each question alone). It costs F1: a SQuAD-trained "
                         "model answers the earlier turn; on the CoQA samples, with the bundled model, "
-                        "F1 38.8 alone, 36.9 with N=1 and 35.1 with N=3 (--history-mode open-best; "
+                        "F1 38.5 alone, 36.2 with N=1 and 34.7 with N=3 (--history-mode open-best; "
                         "24.6 and 4.3 with 'always'; docs/answers.md)")
     p.add_argument("--history-mode", choices=HISTORY_MODES, default=DEFAULT_HISTORY_MODE,
                    help="with --history N: 'always' prepends the turns; 'open' only to questions "

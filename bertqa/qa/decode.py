@@ -44,7 +44,7 @@ class Answer:
 @dataclass(frozen=True)
 class DecodeOptions:
     n_best: int = 20
-    max_answer_len: int = 30
+    max_answer_len: int = 15     # tokens; the choice is measured in docs/answers.md
     allow_no_answer: bool = False
     null_threshold: float = 0.0    # predict "no answer" when null logit - best span logit > this
     align_to_words: bool = True
