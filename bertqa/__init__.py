@@ -2,6 +2,7 @@
 from bertqa.api import QAModel, load
 from bertqa.errors import BertQAError
 from bertqa.qa.decode import Answer
+from bertqa.qa.pipeline import QAOptions
 
 __version__ = "0.1.0"
-__all__ = ["load", "QAModel", "Answer", "BertQAError", "__version__"]
+__all__ = ["load", "QAModel", "Answer", "QAOptions", "BertQAError", "__version__"]

@@ -18,7 +18,8 @@ from bertqa.model.bert import BertForQA
 from bertqa.model.loading import (BUNDLED_DIR, DEFAULT_MODEL, can_stream, lazy_model, load_model,
                                   resolve_model)
 from bertqa.qa.decode import Answer
-from bertqa.qa.pipeline import QAOptions, QAPipeline
+from bertqa.qa.history import DEFAULT_HISTORY_MODE
+from bertqa.qa.pipeline import OPTION_NAMES, QAOptions, QAPipeline, as_pairs, pair_of_dict
 from bertqa.qa.windows import Tokenizer
 from bertqa.quant import QuantSpec, layer_summary
 from bertqa.export.layout import is_export_dir
@@ -84,13 +85,45 @@ class QAModel:
     def options(self) -> QAOptions:
         return self.pipeline.options
 
-    def answer(self, question: str, context: str, **kwargs) -> Answer | list[Answer]:
-        """kwargs: history=[(q, a), ...], history_turns=N, top_k=K, options=QAOptions."""
-        return self.pipeline.answer(question, context, **kwargs)
+    def answer(self, question, context=None, *, history=None, history_turns: int = 0,
+               history_mode: str = DEFAULT_HISTORY_MODE, top_k: int = 1, options: QAOptions | None = None,
+               **option_changes):
+        """The best Answer (a list of the top_k best when top_k > 1) for one question about one
+        context. `question` may also be a {"question", "context"} dict (no context then) or a
+        list of them (-> a list, one result per pair). Keywords change this call's options:
+        max_answer_len, allow_no_answer, null_threshold, align_to_words, n_best, max_seq_len,
+        doc_stride, max_question_len, batch_size (see QAOptions). history=[(q, a), ...] with
+        history_turns=N: the last N turns may go before the question, as history_mode says
+        (bertqa.qa.history; history_turns 0, the default, asks the question alone)."""
+        opts = self._options_for("answer", options, option_changes)
+        if isinstance(question, list):
+            if history_turns:
+                raise ValueError("history_turns applies to one question, not to a list of pairs")
+            results = self.answer_batch(question, context, top_k=top_k, options=opts)
+            return results if top_k > 1 else [r[0] for r in results]
+        if isinstance(question, dict):
+            if context is not None:
+                raise ValueError("the question is a {'question', 'context'} dict: give no context besides")
+            question, context = pair_of_dict(question, "question")
+        return self.pipeline.answer(question, context, history, history_turns, top_k, opts, history_mode)
 
-    def answer_batch(self, questions, contexts, histories=None, top_k: int = 1, options=None):
-        """top_k answers per pair, as a list of lists; windows of all pairs share the batches."""
-        return self.pipeline.answer_batch(questions, contexts, histories, top_k, options)
+    def answer_batch(self, questions, contexts=None, histories=None, top_k: int = 1,
+                     options: QAOptions | None = None, **option_changes) -> list[list[Answer]]:
+        """top_k answers per pair, as a list of lists; windows of all pairs share the batches.
+        contexts: one per question, or one string for all of them; None when `questions` are
+        {"question", "context"} dicts. Keywords as for answer()."""
+        opts = self._options_for("answer_batch", options, option_changes)
+        questions, contexts = as_pairs(questions, contexts)
+        return self.pipeline.answer_batch(questions, contexts, histories, top_k, opts)
+
+    def _options_for(self, method: str, options: QAOptions | None, changes: dict) -> QAOptions | None:
+        unknown = sorted(set(changes) - set(OPTION_NAMES))
+        if unknown:
+            own = ("history, history_turns, history_mode, top_k, options" if method == "answer"
+                   else "histories, top_k, options")
+            raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}; valid "
+                            f"keywords: {own}, {', '.join(OPTION_NAMES)}")
+        return (options or self.options).with_options(**changes) if changes else options
 
     def save(self, out_dir: str | Path) -> Path:
         """Write this int8 model (nodes, other tensors, spec, shifts, config, tokenizer) to

@@ -46,8 +46,11 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
                    help="tokens shared by consecutive windows (default: %(default)s)")
     q.add_argument("--max-question-len", type=positive_int, default=64,
                    help="question tokens kept in a window (default: %(default)s)")
-    q.add_argument("--max-answer-len", type=positive_int, default=30,
+    q.add_argument("--max-answer-len", type=positive_int, default=15,
                    help="longest answer, in tokens (default: %(default)s)")
+    q.add_argument("--no-align-to-words", dest="align_to_words", action="store_false",
+                   help="let answers start or end inside a word of the context (by default a span "
+                        "is extended to whole words, as the Hugging Face pipeline's align_to_words)")
     q.add_argument("--n-best", type=positive_int, default=20,
                    help="start and end candidates per window (default: %(default)s)")
     q.add_argument("--batch-size", type=positive_int, default=16,
@@ -64,7 +67,8 @@ def qa_options(args):
     try:
         return QAOptions(
             windows=WindowOptions(args.max_seq_len, args.doc_stride, args.max_question_len),
-            decode=DecodeOptions(args.n_best, args.max_answer_len, args.allow_no_answer, args.null_threshold),
+            decode=DecodeOptions(args.n_best, args.max_answer_len, args.allow_no_answer, args.null_threshold,
+                                 getattr(args, "align_to_words", True)),
             batch_size=args.batch_size)
     except ValueError as e:
         raise BertQAError(str(e)) from None

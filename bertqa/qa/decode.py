@@ -5,13 +5,24 @@ context (and cover more than whitespace), end >= start and the span is at most m
 windows by start_logit + end_logit (the original BERT rule: logits are comparable across windows,
 per-window probabilities are not). The reported score is the span's probability inside its
 window, p_start * p_end, with the softmax taken over the window's context tokens and [CLS].
+
+align_to_words (default on, as Hugging Face's pipeline): a span that starts or ends inside a word
+of the context is extended to the whole word, so that a wordpiece ("Margaret" of "Margarethe")
+never is an answer; spans that then cover the same characters are one answer, with the score of
+the best of them. A word is a run of letters, digits and combining marks; punctuation, '_' and
+spaces separate words and each CJK ideograph is a word of its own (BERT's basic tokenizer cuts
+there too), so alignment never swallows the punctuation next to a word.
 """
 from __future__ import annotations
 
+import bisect
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from bertqa.qa.checks import check_bool, check_int
 from bertqa.qa.windows import Window
 
 
@@ -33,13 +44,54 @@ class Answer:
 @dataclass(frozen=True)
 class DecodeOptions:
     n_best: int = 20
-    max_answer_len: int = 30
+    max_answer_len: int = 15     # tokens; the choice is measured in docs/answers.md
     allow_no_answer: bool = False
     null_threshold: float = 0.0    # predict "no answer" when null logit - best span logit > this
+    align_to_words: bool = True
 
     def __post_init__(self):
-        if self.n_best < 1 or self.max_answer_len < 1:
-            raise ValueError("n_best and max_answer_len must be >= 1")
+        check_int("n_best", self.n_best, 1)
+        check_int("max_answer_len", self.max_answer_len, 1)
+        check_bool("allow_no_answer", self.allow_no_answer)
+        check_bool("align_to_words", self.align_to_words)
+        t = self.null_threshold
+        # -inf is allowed: "always rank the null answer first" (bertqa eval on SQuAD v2.0)
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or math.isnan(t):
+            raise ValueError(f"null_threshold must be a number (not NaN), got {t!r}")
+
+
+# CJK ideographs (the ranges BERT's basic tokenizer makes one-character words), and runs of
+# letters/digits ([^\W_] is \w without '_') with the combining diacritics that may follow them
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ebef\U0002f800-\U0002fa1f"
+_LETTER = rf"(?![{_CJK}])[^\W_]"
+WORD = re.compile(rf"[{_CJK}]|{_LETTER}(?:{_LETTER}|[\u0300-\u036f])*")
+
+
+class Words:
+    """The words of one context as sorted character spans, to snap offsets to their boundaries."""
+
+    def __init__(self, context: str):
+        spans = [m.span() for m in WORD.finditer(context)]
+        self.starts = [a for a, _ in spans]
+        self.ends = [b for _, b in spans]
+
+    def _containing(self, i: int) -> int:
+        """Index of the word with start < i < end, or -1 (i is at a boundary or outside words)."""
+        k = bisect.bisect_left(self.starts, i) - 1         # last word starting before i
+        return k if k >= 0 and i < self.ends[k] else -1
+
+    def snap(self, start: int, end: int) -> tuple[int, int]:
+        """(start, end) extended so that neither cuts a word."""
+        k = self._containing(start)
+        if k >= 0:
+            start = self.starts[k]
+        k = self._containing(end)
+        if k >= 0:
+            end = self.ends[k]
+        return start, end
+
+    def cuts_a_word(self, start: int, end: int) -> bool:
+        return self.snap(start, end) != (start, end)
 
 
 def _softmax(v: np.ndarray) -> np.ndarray:
@@ -84,8 +136,11 @@ def decode(context: str, windows: list[Window], start_logits: list[np.ndarray],
         candidates += c
         nulls.append(null)
     candidates.sort(key=lambda c: -c[0])
+    words = Words(context) if opts.align_to_words else None
     answers, seen = [], set()
     for logit, prob, a, b in candidates:
+        if words is not None:
+            a, b = words.snap(a, b)            # sorted by logit: the first of a merged span is its best
         if (a, b) in seen:
             continue
         seen.add((a, b))

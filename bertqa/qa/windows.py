@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from bertqa.errors import InputError
+from bertqa.qa.checks import check_int
 from bertqa.qa.tokenizer import Tokenizer
 
 __all__ = ["Tokenizer", "Window", "WindowOptions", "check_text", "collate", "make_windows", "question_ids"]
@@ -25,6 +26,8 @@ class WindowOptions:
     max_question_len: int = 64
 
     def __post_init__(self):
+        for name in ("max_seq_len", "doc_stride", "max_question_len"):
+            check_int(name, getattr(self, name), 0)
         if self.max_question_len < 1 or self.max_seq_len < self.max_question_len + 4:
             raise ValueError(f"max_seq_len ({self.max_seq_len}) must exceed max_question_len "
                              f"({self.max_question_len}) + 3 special tokens")
