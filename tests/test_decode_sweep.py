@@ -5,7 +5,7 @@ from dataclasses import replace
 from bertqa.eval.coqa import read_coqa, turn_score
 from bertqa.eval.decode_sweep import cache_logits, decode_cached, gold_tokens, main, setting_scores
 from bertqa.eval.followups import followup_scores, story_turns
-from bertqa.eval.squad_data import SquadQuestion
+from bertqa.data.squad import SquadQuestion
 
 STORY = ("The lighthouse keeper was called Margarethe Olsen. She lived there from 1911 to 1952 "
          "with her dog Rex.")

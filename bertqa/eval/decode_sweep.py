@@ -16,7 +16,7 @@ import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bertqa.eval.squad_data import read_squad
+from bertqa.data.squad import read_squad
 from bertqa.eval.squad_metric import best_over_gold
 from bertqa.qa.decode import Words
 from bertqa.qa.pipeline import decode_pairs
