@@ -1,4 +1,6 @@
 """QuantSpec, the module swap, calibration and smoothing (backend-independent)."""
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -144,8 +146,10 @@ def test_no_spec_means_the_targets_default_everywhere():
     assert {node.lw.spec for node in nodes} == {QuantSpec.default()}
     prepared = prepare_target(random_model(TINY), "customcpu", "int", calibrate=lambda m: m(*tiny_inputs(1)))
     assert prepared.spec == QuantSpec.default()
-    with pytest.raises(ValueError, match="smooth needs calibration inputs"):    # the default smooths
-        prepare_linear(torch.randn(4, 8), None, backend=get_backend("cpu-reference"))
+    node = prepare_linear(torch.randn(4, 8), None, backend=get_backend("cpu-reference"))
+    assert node.lw.spec == replace(QuantSpec.default(), smooth=None)   # one layer: nothing to smooth by
+    with pytest.raises(ValueError, match="smooth needs calibration inputs"):
+        prepare_linear(torch.randn(4, 8), None, QuantSpec.default(), backend=get_backend("cpu-reference"))
     with pytest.raises(ValueError, match="layer: precision 'int' needs a QuantSpec"):
         linear_weights(torch.randn(4, 8), None, None, "int", name="layer")
 

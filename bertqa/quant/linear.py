@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -133,8 +133,10 @@ def prepare_linear(weight: torch.Tensor, bias: torch.Tensor | None, spec: QuantS
     """One custom node for W: [N, K], b: [N] on `backend` (a backend object, e.g.
     bertqa.backends.get_backend(name)). Without a calibrated shift, a calibrated spec takes
     the worst-case shift of its weights (never saturates); quantize_model calibrates on data.
-    spec None means QuantSpec.default(), as for quantize_model and the targets."""
-    spec = QuantSpec.default() if spec is None and precision == "int" else spec
+    spec None means QuantSpec.default() as for quantize_model and the targets, less its
+    smoothing: one layer on its own has no calibration inputs to smooth by."""
+    if spec is None and precision == "int":
+        spec = replace(QuantSpec.default(), smooth=None)
     if precision == "int" and spec.smooth is not None:
         raise ValueError("QuantSpec.smooth needs calibration inputs: use quantize_model(..., calibrate=...)")
     lw = linear_weights(weight, bias, spec, precision, name, groups, gelu, shift)
