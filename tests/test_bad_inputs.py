@@ -8,18 +8,15 @@ import os
 
 import pytest
 
-from bertqa.cli import main
+from cli_support import run_cli
 from bertqa.model.loading import BUNDLED_DIR
 
 STORY = "Ada lives in Oslo. She reads every evening."
 
 
 def cli(capsys, *args):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(capsys, *args)
+    return code, err
 
 
 def write(path, doc):

@@ -1,20 +1,14 @@
 """The answer options on the command line: --no-align-to-words, --history-mode, the help's costs."""
 import json
 
-from bertqa.cli import main
+from cli_support import run_cli
 from bertqa.qa.decode import Words
 
 STORY = ("The lighthouse keeper was called Margarethe Olsen. She lived there from 1911 to 1952 "
          "with her dog Rex.")
 
 
-def cli(capsys, *args):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+cli = run_cli
 
 
 def test_ask_top_k_is_aligned_to_words_unless_turned_off(capsys):

@@ -3,18 +3,12 @@ import json
 
 import pytest
 
-from bertqa.cli import main
+from cli_support import run_cli
 
 CONTEXT = "Margarethe Olsen kept the lighthouse on the island for forty years."
 
 
-def cli(capsys, *args):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+cli = run_cli
 
 
 def test_ask_one_question_about_a_context(capsys):
