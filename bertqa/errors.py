@@ -26,4 +26,4 @@ class TargetUnavailable(BertQAError):
 
 
 class NonFiniteActivationError(BertQAError, FloatingPointError):
-    """NaN or Inf reached a quantized Linear layer (SPEC-quant section 2)."""
+    """NaN or Inf reached a quantized Linear layer (docs/quantization.md, step 2)."""

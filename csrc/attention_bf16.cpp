@@ -4,7 +4,7 @@
 // host CPU of the customcpu and aie targets. Q (times 1/sqrt(d), in fp32), K and V are rounded
 // to bfloat16 (round to nearest even), the two products run on vdpbf16ps (bf16 pairs, fp32
 // accumulation); mask, max, exp, sum and the final 1/sum stay fp32; the probabilities (before
-// the 1/sum) are rounded to bf16 for P V. Not part of SPEC-quant (which covers the Linear nodes
+// the 1/sum) are rounded to bf16 for P V. Not part of the int8 numerics of docs/quantization.md (which covers the Linear nodes
 // only): outputs differ from fp32 attention by bf16 rounding (~3 significant digits), checked by
 // tests against PyTorch's SDPA and by SQuAD EM/F1 in the README.
 //

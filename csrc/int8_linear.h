@@ -1,7 +1,7 @@
 // int8_linear.h: what the ISA paths of the native int8 Linear share (see int8_linear_module.cpp
 // for the overview, the build and the numbered versions).
 //
-// Numerics: ../shared/SPEC-quant.md steps 2-5. Each ISA file (gemm_scalar.cpp, gemm_avx2.cpp,
+// Numerics: docs/quantization.md steps 2-5. Each ISA file (gemm_scalar.cpp, gemm_avx2.cpp,
 // gemm_avx512vnni.cpp) fills one IsaKernels table; the module quantizes the activations with
 // the table's functions, then calls its gemm once per thread. Nothing here depends on PyTorch.
 #pragma once

@@ -1,6 +1,6 @@
 // int8_linear_module.cpp: bertqa._native, the native int8 Linear of backend 'customcpu'.
 //
-// What: ../shared/SPEC-quant.md steps 2-5 for one Linear layer in one call: dynamic activation
+// What: docs/quantization.md steps 2-5 for one Linear layer in one call: dynamic activation
 // quantization (per tensor or per row, with the NaN/Inf check folded into the max|x| pass, and
 // for a smoothed layer the per-channel multiply x * input_scale folded into both passes), the
 // int8 x int8 -> int32 GEMM on weights packed once, int16 shift-round-saturate (or int32 mode),
@@ -94,7 +94,7 @@ std::unique_ptr<PackedLinear> pack(Int8Array wq, FloatArray sw, py::object bias,
   if (W->N < 1 || W->K < 1) throw std::invalid_argument("wq must have N >= 1 and K >= 1");
   if (W->K > kMaxK)
     throw std::invalid_argument("K=" + std::to_string(W->K) + " > " + std::to_string(kMaxK) +
-                                ": the int32 accumulator of SPEC-quant could overflow");
+                                ": the int32 accumulator (docs/quantization.md step 3) could overflow");
   if (sw.ndim() != 1 || sw.shape(0) != W->N) throw std::invalid_argument("sw must be [N] fp32");
   if (shift < 0 || shift > 16) throw std::invalid_argument("shift must be in 0..16");
   if (acts != "tensor" && acts != "row") throw std::invalid_argument("acts must be tensor|row");
@@ -233,7 +233,7 @@ py::dict run_debug(const PackedLinear& W, FloatArray x, std::optional<FloatArray
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
-  m.doc() = "bertqa native int8 Linear (SPEC-quant steps 2-5); see csrc/int8_linear_module.cpp";
+  m.doc() = "bertqa native int8 Linear (docs/quantization.md steps 2-5); see csrc/int8_linear_module.cpp";
   py::class_<PackedLinear>(m, "PackedLinear")
       .def_readonly("K", &PackedLinear::K)
       .def_readonly("N", &PackedLinear::N)

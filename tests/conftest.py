@@ -4,7 +4,7 @@ Every test file has one tier in TIERS below (a test may be moved to another tier
 
     unit    no backend beyond the pure-PyTorch reference on tiny models, no model preparation of
             more than a second (the bundled model on cpu fp), no subprocess or server: seconds
-    parity  numerics against a reference: every backend against the SPEC-quant reference, the
+    parity  numerics against a reference: every backend against the int8 reference (docs/quantization.md), the
             host kernels, model families and exported graphs against their references
     e2e     bertqa through a prepared target: the CLI (subprocess or in-process), HTTP servers, a
             browser, whole QA runs on the bundled model

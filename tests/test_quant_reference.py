@@ -1,4 +1,4 @@
-"""Unit tests of the SPEC-quant reference itself (bertqa/quant/reference.py): the oracle must be
+"""Unit tests of the int8 reference itself (docs/quantization.md) (bertqa/quant/reference.py): the oracle must be
 right before the backends are compared with it."""
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The contract is tinygrad-small. A device takes a layer's padded int8 weights once
 (`copy_weights`) and, per call, padded int8 activations in and the int16 (or, for requant mode
 int32, int32) results out (`gemm_requant`): int8 x int8 tile GEMMs with int32 partial sums, then
-the requantization stage of SPEC-quant section 4. Everything else (quantizing x, dequantizing
+the requantization stage of docs/quantization.md, step 4. Everything else (quantizing x, dequantizing
 and adding the bias) stays on the host, in the backend.
 
     TileEmulator  the living definition: tile by tile what the device computes, exactly.
@@ -52,7 +52,7 @@ def int8_gemm_i32_fp32(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
 
 
 def output_stage(acc: torch.Tensor, shift: int, requant: str) -> tuple[torch.Tensor, int]:
-    """The device's last step (SPEC-quant section 4): int32 accumulators -> (int16 q, number
+    """The device's last step (docs/quantization.md, step 4): int32 accumulators -> (int16 q, number
     saturated); requant 'int32' sends the accumulators themselves."""
     if requant == "int32":
         assert shift == 0, "int32 mode has no shift"
@@ -62,7 +62,7 @@ def output_stage(acc: torch.Tensor, shift: int, requant: str) -> tuple[torch.Ten
 
 
 class TileEmulator:
-    """The device, emulated tile by tile: bit-exact with SPEC-quant sections 3 and 4.
+    """The device, emulated tile by tile: bit-exact with docs/quantization.md, steps 3 and 4.
 
     `tile_gemm(xq [m, kt] int8, wq [n, kt] int8) -> [m, n] int32` is the per-tile kernel seam
     (the reference `int8_gemm_i32`, the fp32-exact one above, or a native kernel). By default the

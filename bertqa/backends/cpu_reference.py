@@ -30,7 +30,7 @@ class ReferenceBackend(LinearBackend):
 
     def describe(self) -> str:
         gelu = ", native GELU" if self.gelu == "native" else ""
-        return f"cpu-reference (PyTorch reference of SPEC-quant{gelu})"
+        return f"cpu-reference (PyTorch reference of docs/quantization.md{gelu})"
 
     def prepare(self, lw: LinearWeights):
         return lw

@@ -63,7 +63,7 @@ class GpuBackend(LinearBackend):
         return True, torch.cuda.get_device_name()
 
     def describe(self) -> str:
-        return f"gpu ({torch.cuda.get_device_name()}): fp16 cuBLAS / int8 Triton SPEC-quant"
+        return f"gpu ({torch.cuda.get_device_name()}): fp16 cuBLAS / int8 Triton (docs/quantization.md)"
 
     def prepare(self, lw: LinearWeights) -> GpuLinear:
         dev = torch.device(self.device)

@@ -1,4 +1,4 @@
-"""Triton kernels for the SPEC-quant int8 Linear (docs/quantization.md, steps 2-5) on a GPU.
+"""Triton kernels for the int8 Linear (docs/quantization.md, steps 2-5) on a GPU.
 
 What: y[M, N] = dequant(requant_i16(quant_i8(x) @ Wq^T)) + b, bit-exact with the reference on
 xq, acc and q, and y within the spec's tolerance. Imported lazily by backends/gpu.py: importing

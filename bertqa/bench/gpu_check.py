@@ -4,7 +4,7 @@
     python -m bertqa.bench.gpu_check --dry    # CPU, Triton interpreter, tiny shapes:
                                               # exercises the code paths, times nothing
 1. device and versions.
-2. parity of the Triton kernels with the SPEC-quant reference (CPU, float64 GEMM) at BERT-large
+2. parity of the Triton kernels with the int8 reference (docs/quantization.md) (CPU, float64 GEMM) at BERT-large
    shapes: xq, sx, acc, q bit-exact, the saturation count exact, y within the spec tolerance.
 3. one Linear at seq 384, batch 1 and 32 (M = 384, 12288), fp16 activations: int8 v2 (quantize
    fused into the GEMM), int8 v1 (separate quantize pass), torch fp16 F.linear, torch._int_mm

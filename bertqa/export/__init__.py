@@ -4,7 +4,7 @@
     graph.py          GraphWriter: nodes and initializers streamed to model.onnx.data
     bert_graph.py     BertForQA as ONNX operators; each Linear written by a scheme
     float_schemes.py  fp32, bf16
-    spec_scheme.py    spec: SPEC-quant steps 2-5 in MatMulInteger and integer operators
+    spec_scheme.py    spec: docs/quantization.md steps 2-5 in MatMulInteger and integer operators
     qdq.py            qdq-a8w8, qdq-xint8, qdq-a16w8: static QDQ
     calibration.py    per-tensor activation statistics for the QDQ schemes
     writer.py         the directory, written atomically

@@ -1,4 +1,4 @@
-"""Scheme spec: bertqa's int8 Linear (SPEC-quant steps 2-5) in standard ONNX operators.
+"""Scheme spec: bertqa's int8 Linear (docs/quantization.md, steps 2-5) in standard ONNX operators.
 
 Each custom node (QLinear, from a prepared customcpu/cpu-reference model) becomes:
 
@@ -91,6 +91,6 @@ class SpecScheme:
         return g.op("MatMul", [a, b], name=tag)
 
     def describe(self) -> dict:
-        return {"weights": "int8 (SPEC-quant step 1, from the prepared model)",
+        return {"weights": "int8 (docs/quantization.md step 1, from the prepared model)",
                 "activations": "int8, dynamic symmetric scales computed in the graph",
                 "attention": "fp32"}

@@ -3,7 +3,7 @@
 For a Linear y = x W^T + b and any positive per-input-channel vector s: y = (x / s)(W * s)^T + b.
 With s_k = max|x_k|^alpha / max|W_:,k|^(1 - alpha), measured on calibration inputs, the node's
 input x / s has flatter channels, so its 8-bit activation grid loses less to outlier channels,
-while W * s absorbs them (weights quantize well). Every backend still computes SPEC-quant on
+while W * s absorbs them (weights quantize well). Every backend still computes the int8 numerics (docs/quantization.md) on
 (x / s, W * s): the division is a per-channel multiply applied before step 2, by the node in
 torch or, for a backend with `fuses_input_scale` (customcpu), inside its quantization pass.
 In post-LayerNorm BERT the scale cannot be folded into the LayerNorm (its output is also the

@@ -28,13 +28,13 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """The field defaults are SPEC-quant's base scheme (the seed's: per tensor, int16 calibrated);
+    """The field defaults are the base scheme of docs/quantization.md (the seed's: per tensor, int16 calibrated);
     the int targets default to QuantSpec.default() instead.
 
     weights: 'tensor' | 'channel'; acts: 'tensor' | 'row'; requant: 'int16' | 'int32';
     shift: None (calibrate per layer) or a fixed right shift 0..16 for every layer (int16 only);
     smooth: None, or the migration strength alpha in [0, 1] of activation smoothing
-    (bertqa.quant.smooth), a model transform applied before SPEC-quant."""
+    (bertqa.quant.smooth), a model transform applied before the int8 steps (docs/quantization.md, section 7)."""
 
     weights: str = "tensor"
     acts: str = "tensor"
