@@ -91,6 +91,21 @@ def test_the_table_has_the_ratio_columns_and_the_summary(every_engine):
         assert f"  {name}: {why}" in out
 
 
+def test_logits_beyond_the_tolerance_are_reported_not_timed():
+    ref = (torch.tensor([[0.0, 4.0, 1.0]]), torch.tensor([[2.0, 0.0, -1.0]]))
+    near = model_bench.Timing("x", 3)
+    model_bench.check_logits("x", near, (ref[0] + 0.04, ref[1]), ref, fp=True)
+    assert near.status == "ok" and near.rel_err == pytest.approx(0.01) and near.argmax_agree == 1
+    off = model_bench.Timing("y", 3)
+    model_bench.check_logits("y", off, (ref[0], torch.tensor([[0.0, 2.0, -1.0]])), ref, fp=False)
+    assert off.status == "logits off: max|dlogit| 2 = 0.5 of max|logit| > 0.3"
+    assert off.argmax_agree == 0.5
+    for got in ((ref[0] * float("nan"), ref[1]), (ref[0], ref[1] * float("nan"))):
+        nan = model_bench.Timing("z", 3)
+        model_bench.check_logits("z", nan, got, ref, fp=False)
+        assert nan.status.startswith("logits off: max|dlogit| inf"), nan.status
+
+
 def test_a_missing_library_is_named_with_the_extra(cache, monkeypatch):
     monkeypatch.setitem(peers.ENGINES, "openvino-int8",
                         peers.Engine(peers.build_ov_int8, ("no_such_module_xyz",)))

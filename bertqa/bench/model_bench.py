@@ -111,7 +111,9 @@ def build_torch(config: BertConfig, name: str, spec=None, seed: int = 0, calib=N
 
 def check_logits(name: str, t: Timing, got, ref, fp: bool) -> None:
     """Fill t's error fields from got = (start, end) against ref; t.status says if it is off."""
-    diff = max(float((g - r).abs().max()) for g, r in zip(got, ref))
+    # a NaN anywhere reads as an infinite difference (Python's max would skip it)
+    diff = float(torch.stack([(g - r).abs().max() for g, r in zip(got, ref)]).max()
+                 .nan_to_num(float("inf")))
     scale = max(float(r.abs().max()) for r in ref)
     agree = [bool(a) for g, r in zip(got, ref) for a in (g.argmax(-1) == r.argmax(-1))]
     t.logit_err, t.rel_err, t.argmax_agree = diff, diff / scale, sum(agree) / len(agree)

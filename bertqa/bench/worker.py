@@ -15,6 +15,7 @@ messages before it; ('inputs', case, (ids, types, mask)) -> ('logits', start, en
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import socket
@@ -42,6 +43,7 @@ def serve(conn) -> None:
     """The worker's loop."""
     import torch
     from bertqa.bench.peers import ENGINES
+    logging.getLogger().setLevel(logging.ERROR)     # quantize_dynamic's advice on every export
     run, inputs = None, {}
     while True:
         msg = recv(conn)
