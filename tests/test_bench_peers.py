@@ -2,7 +2,6 @@
 installed builds in its own worker process, matches torch fp32's logits and is timed; the exports
 are cached (a rerun leaves the files untouched); the machine is named; missing libraries and
 unknown engines are said in one line. Timings are printed, never asserted (shared machines)."""
-import importlib.util
 import re
 
 import pytest
