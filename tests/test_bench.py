@@ -29,6 +29,7 @@ def test_gemm_table_checks_each_shape_against_the_reference(capsys):
     (["--batch-seq", "600"], "--seq and --batch-seq must lie in 8..512"),
     (["--batch", "-1"], "--batch must be >= 0"),
     (["--calib", "0"], "--calib must be >= 1"),
+    (["--model", "/no/such/dir"], "model directory /no/such/dir does not exist"),
     (["--seq", "a,b"], "--seq takes comma-separated integers"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--settle", "-1"], "--settle must lie in 0..10 seconds"),

@@ -150,6 +150,31 @@ def test_the_cli_names_the_machine_and_reuses_the_cached_exports(every_engine, c
     assert {p: p.stat().st_mtime_ns for p in exports} == exports
 
 
+def test_a_real_model_is_calibrated_on_the_stories(cache, capsys):
+    """--model: the bundled MiniLM's own weights; OpenVINO's NNCF gets the stories' windows."""
+    from pathlib import Path
+    import bertqa
+    model_dir = Path(bertqa.__file__).parent / "models" / "minilm-l6-squad"
+    windows = model_bench.story_windows(model_dir, 64, 1000)
+    assert len(windows) > 27 and all(w[0].shape[0] == 1 and w[0].shape[1] <= 64 for w in windows)
+    engines = ["torch-fp32", "customcpu-int"] + (["openvino-int8"] if installed("openvino-int8") else [])
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["bench", "--model", str(model_dir), "--engines", ",".join(engines), "--seq", "64",
+                   "--batch", "0", "--repeats", "1", "--calib", "1000", "--cache-dir", str(cache),
+                   "--settle", "0", "--no-gemm"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert rc == 0 and "minilm-l6-squad (6 layers, hidden 384), its own weights" in out
+    block = out.split("\nseq 64, batch 1\n")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in block.splitlines()[1:]] == engines
+    assert "logits off" not in block and "failed" not in block
+    if "openvino-int8" in engines:      # every story window of <= 128 tokens, not 1000 random ones
+        n = len(model_bench.story_windows(model_dir, 128, 1000))
+        assert f"ModelType.TRANSFORMER, {n} calibration windows" in out
+
+
 @pytest.mark.parametrize("info, core, lines", [
     ({"vendor_id": "AuthenticAMD", "cpu family": "25", "model": "1", "model name": "AMD EPYC",
       "flags": "fpu sse avx avx2 fma"}, "Zen 3 (Milan)",

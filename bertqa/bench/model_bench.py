@@ -88,11 +88,11 @@ def random_inputs(vocab: int, seq: int, batch: int = 1, seed: int = 0):
     return ids, types, torch.ones_like(ids)
 
 
-def build_torch(config: BertConfig, name: str, spec=None, seed: int = 0, calib=None):
+def build_torch(config: BertConfig, name: str, spec=None, seed: int = 0, calib=None, model=None):
     """A callable (ids, types, mask) -> (start, end) for one of the PyTorch-side configurations."""
     from bertqa.quant import QuantSpec
     from bertqa.targets import prepare_target
-    model = random_model(config, seed)
+    model = model if model is not None else random_model(config, seed)
     if name == "torch-fp32":
         return model, "PyTorch fp32"
     if name == "torch-int8":
@@ -107,6 +107,18 @@ def build_torch(config: BertConfig, name: str, spec=None, seed: int = 0, calib=N
     p = prepare_target(model, "customcpu", precision, spec or QuantSpec.default(), calibrate,
                        attention_mode="fp32" if name.endswith("-sdpa") else None)
     return p.model, p.backend + (f" [{p.spec.label()}]" if p.spec else "") + f"; attention {p.attention}"
+
+
+def story_windows(model_dir: Path, seq: int, limit: int) -> list:
+    """Batch-1 windows (ids, types, mask) of every built-in story and question, at most seq
+    tokens each, the first `limit` of them: calibration inputs for a real model."""
+    from bertqa.data.readers import builtin_stories
+    from bertqa.qa.windows import Tokenizer, WindowOptions, collate, make_windows
+    tok = Tokenizer(Path(model_dir))
+    pairs = [(q, s.context) for s in builtin_stories() for q in s.questions]
+    opts = WindowOptions(max_seq_len=seq, doc_stride=seq // 4, max_question_len=min(64, seq // 4))
+    windows = make_windows(tok, [q for q, _ in pairs], [c for _, c in pairs], opts)
+    return [collate([w], tok.pad_id) for w in windows[:limit]]
 
 
 def check_logits(name: str, t: Timing, got, ref, fp: bool) -> None:
@@ -125,11 +137,16 @@ def check_logits(name: str, t: Timing, got, ref, fp: bool) -> None:
 def run_model_bench(config: BertConfig | None = None, cases=DEFAULT_CASES, rounds: int = 3,
                     engines=None, threads: int | None = None, cache_dir: Path | None = None,
                     calib: int = 300, calib_seq: int = 128, seed: int = 0, log=print,
-                    settle_s: float = SETTLE_S) -> BenchRun:
+                    settle_s: float = SETTLE_S, model_dir: Path | None = None) -> BenchRun:
     """Build every engine in its worker, check its logits, time interleaved rounds (see the
-    module docstring). engines: names of bertqa.bench.peers.ENGINES (default: all)."""
+    module docstring). engines: names of bertqa.bench.peers.ENGINES (default: all).
+    model_dir: real weights (config read from there), calibrated on the built-in stories'
+    windows (as many as there are, up to `calib`), instead of random weights and windows."""
     from bertqa.bench.peers import ENGINES, Build, missing
     from bertqa.bench.worker import EngineProcess
+    if model_dir is not None:
+        from bertqa.model.loading import read_config
+        config = read_config(Path(model_dir))
     config = config or BertConfig.bert_large()
     engines = list(engines or ENGINES)
     unknown = [e for e in engines if e not in ENGINES]
@@ -138,8 +155,10 @@ def run_model_bench(config: BertConfig | None = None, cases=DEFAULT_CASES, round
     threads = threads or torch.get_num_threads()
     cache_dir = Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    windows = [random_inputs(config.vocab_size, calib_seq, seed=10_000 + i) for i in range(calib)]
-    build = Build(config, seed, threads, cache_dir, windows)
+    windows = (story_windows(model_dir, calib_seq, calib) if model_dir is not None else
+               [random_inputs(config.vocab_size, calib_seq, seed=10_000 + i) for i in range(calib)])
+    build = Build(config, seed, threads, cache_dir, windows,
+                  model_dir=str(Path(model_dir).resolve()) if model_dir is not None else None)
     skipped = {}
     for e in engines:
         if missing(ENGINES[e]):

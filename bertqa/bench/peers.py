@@ -3,7 +3,7 @@
 Every builder takes a `Build` (config, seed, threads, cache directory, calibration windows) and
 returns (run, label): run(ids, types, mask) -> (start, end) logits as torch tensors, label what
 a reader needs to reproduce it (library, version, precision, options). All engines start from
-`random_model(config, seed)`, so they compute the same function; the peers that need a file
+`fp32_model` (random weights, or a checkpoint's), so they compute the same function; the peers that need a file
 (ONNX Runtime, OpenVINO) export it once into the cache (`cached_dir`), keyed by config, seed,
 engine stage and library versions, so a rerun reads it back instead of exporting again.
 
@@ -40,6 +40,15 @@ class Build:
     cache_dir: Path
     calib: list           # [(ids, types, mask)]: calibration windows for static int8 (NNCF, customcpu)
     log: Callable[[str], None] = print
+    model_dir: str | None = None    # real weights from this checkpoint directory instead of random
+
+
+def fp32_model(b: Build):
+    """The model every engine starts from: the checkpoint in b.model_dir, else random weights."""
+    if b.model_dir:
+        from bertqa.model.loading import load_model
+        return load_model(Path(b.model_dir))
+    return random_model(b.config, b.seed)
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,10 @@ def _versions(modules) -> dict:
 def cache_key(b: Build, stage: str, modules=(), extra: dict | None = None) -> str:
     """Hash of what the stage's files depend on: config, seed, the model code, library versions."""
     model_src = Path(__file__).resolve().parents[1] / "model" / "bert.py"
+    weights = ([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in
+                sorted(Path(b.model_dir).resolve().iterdir()) if f.is_file()] if b.model_dir else None)
     what = dict(stage=stage, config=dataclasses.asdict(b.config), seed=b.seed, opset=OPSET,
+                weights=weights,
                 model=hashlib.sha256(model_src.read_bytes()).hexdigest()[:16],
                 versions=_versions(modules), **(extra or {}))
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
@@ -98,7 +110,7 @@ def cached_dir(b: Build, stage: str, make: Callable[[Path], None], modules=(),
 def _torch_side(name: str):
     def build(b: Build):
         from bertqa.bench.model_bench import build_torch
-        return build_torch(b.config, name, seed=b.seed, calib=b.calib[:2])
+        return build_torch(b.config, name, seed=b.seed, calib=b.calib[:2], model=fp32_model(b))
     return build
 
 
@@ -107,7 +119,7 @@ def _torch_side(name: str):
 def onnx_fp32(b: Build) -> Path:
     """The fp32 model exported to ONNX (dynamic batch and sequence), from the cache."""
     def make(d: Path):
-        model = random_model(b.config, b.seed)
+        model = fp32_model(b)
         ids, types, mask = b.calib[0]
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
@@ -236,7 +248,7 @@ def build_torchao_int8(b: Build):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
     from bertqa.bench.model_bench import random_inputs
-    model = random_model(b.config, b.seed)
+    model = fp32_model(b)
     ids, types, mask = random_inputs(b.config.vocab_size, 32, batch=2)   # not 1: it would specialize
     batch, seq = torch.export.Dim("batch", max=64), torch.export.Dim("seq", min=8, max=512)
     shapes = tuple({0: batch, 1: seq} for _ in range(3))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bertqa.cli.registry import subcommand
 from bertqa.errors import BertQAError
@@ -24,6 +25,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="model shapes, random weights: BERT-large (default), BERT-base, or small "
                         "ones for quick runs")
     p.add_argument("--layers", type=int, default=None, help="encoder layers (default: the config's)")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="a checkpoint directory: its real weights instead of random ones, "
+                        "calibrated on the built-in stories' windows")
     p.add_argument("--seq", default="384,128", help="sequence lengths at batch 1, comma-separated")
     p.add_argument("--batch", type=int, default=8, help="the throughput case's batch (0: none)")
     p.add_argument("--batch-seq", type=int, default=128, help="the throughput case's sequence length")
@@ -92,18 +96,29 @@ def run_bench(args) -> int:
         print(f"bertqa bench --memory on {cpu_name()}")
         run_memory_bench(layers=args.layers)
         return 0
-    layers, hidden, heads, inter = SIZES[args.config]
-    config = BertConfig(hidden_size=hidden, num_hidden_layers=args.layers or layers,
-                        num_attention_heads=heads, intermediate_size=inter)
-    name = {"large": "BERT-large", "base": "BERT-base"}.get(args.config, f"'{args.config}'")
-    label = (f"{name} shapes ({config.num_hidden_layers} layers, hidden {hidden}), random weights "
-             f"(seed {args.seed})")
+    if args.model:
+        from bertqa.model.loading import check_model_dir, read_config
+        if args.layers:
+            raise BertQAError("--layers applies to random weights, not to --model")
+        model_dir = check_model_dir(Path(args.model))
+        config = read_config(model_dir)
+        label = (f"{model_dir.name} ({config.num_hidden_layers} layers, hidden "
+                 f"{config.hidden_size}), its own weights")
+    else:
+        model_dir = None
+        layers, hidden, heads, inter = SIZES[args.config]
+        config = BertConfig(hidden_size=hidden, num_hidden_layers=args.layers or layers,
+                            num_attention_heads=heads, intermediate_size=inter)
+        name = {"large": "BERT-large", "base": "BERT-base"}.get(args.config, f"'{args.config}'")
+        label = (f"{name} shapes ({config.num_hidden_layers} layers, hidden {hidden}), random "
+                 f"weights (seed {args.seed})")
     print(f"bertqa bench, 1-min load average {os.getloadavg()[0]:.1f}")
     print_machine(threads)
     if not args.no_model:
         cases = [(s, 1) for s in seqs] + ([(args.batch_seq, args.batch)] if args.batch else [])
         run = run_model_bench(config, cases, args.repeats, engines, threads, args.cache_dir,
-                              calib=args.calib, seed=args.seed, settle_s=args.settle)
+                              calib=args.calib, seed=args.seed, settle_s=args.settle,
+                              model_dir=model_dir)
         print(format_model_table(run, label))
         print(f"1-min load average after: {os.getloadavg()[0]:.1f}")
     if not args.no_gemm:
