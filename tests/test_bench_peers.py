@@ -161,7 +161,7 @@ def test_a_real_model_is_calibrated_on_the_stories(cache, capsys):
     threads = torch.get_num_threads()
     try:
         rc = main(["bench", "--model", str(model_dir), "--engines", ",".join(engines), "--seq", "64",
-                   "--batch", "0", "--repeats", "1", "--calib", "1000", "--cache-dir", str(cache),
+                   "--batch", "0", "--repeats", "1", "--calib", "8", "--cache-dir", str(cache),
                    "--settle", "0", "--no-gemm"])
     finally:
         torch.set_num_threads(threads)
@@ -170,9 +170,8 @@ def test_a_real_model_is_calibrated_on_the_stories(cache, capsys):
     block = out.split("\nseq 64, batch 1\n")[1].split("\n\n")[0]
     assert [line.split()[0] for line in block.splitlines()[1:]] == engines
     assert "logits off" not in block and "failed" not in block
-    if "openvino-int8" in engines:      # every story window of <= 128 tokens, not 1000 random ones
-        n = len(model_bench.story_windows(model_dir, 128, 1000))
-        assert f"ModelType.TRANSFORMER, {n} calibration windows" in out
+    if "openvino-int8" in engines:      # the first 8 story windows of <= 128 tokens
+        assert "ModelType.TRANSFORMER, 8 calibration windows" in out
 
 
 @pytest.mark.parametrize("info, core, lines", [
