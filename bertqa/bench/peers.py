@@ -242,7 +242,8 @@ def build_ov_int8(b: Build):
 
 def build_torchao_int8(b: Build):
     """pt2e with X86InductorQuantizer (dynamic int8 activations, per-channel int8 weights), then
-    torch.compile with inductor freezing: needs a C++ compiler; each new shape compiles once."""
+    torch.compile with inductor freezing, specialized to each shape (compiled at its first use,
+    in the untimed check): needs a C++ compiler."""
     import torchao
     import torch._inductor.config as inductor_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -263,13 +264,13 @@ def build_torchao_int8(b: Build):
     inductor_config.freezing = True
     # compiled kernels beside the exports, so that a rerun does not compile again
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(b.cache_dir / "inductor"))
-    compiled = torch.compile(converted)
+    compiled = torch.compile(converted, dynamic=False)    # kernels specialized to each shape
 
     def run(ids, types, mask):
         with torch.no_grad():
             return compiled(ids, types, mask)
     return run, (f"torchao {torchao.__version__} pt2e X86InductorQuantizer int8 (dynamic activations), "
-                 f"torch.compile inductor (freezing)")
+                 f"torch.compile inductor (freezing, one compile per shape)")
 
 
 ENGINES = {
