@@ -20,6 +20,7 @@ REGISTRY: dict[str, object] = {
     "gpu": "bertqa.backends.gpu:GpuBackend",
 }
 
+BUILT_IN = tuple(REGISTRY)
 _instances: dict = {}
 
 

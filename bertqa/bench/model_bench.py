@@ -1,30 +1,31 @@
-"""`bertqa bench`: whole-model latency of the engines a user could pick, interleaved in one run.
+"""`bertqa bench`: whole-model speed of the engines a user could pick, interleaved in one run.
 
-BERT-large in its exact shapes with random weights (no download), batch 1, at each sequence
-length: torch fp32, torch dynamic int8, ONNX Runtime int8 (exported from the same model and
-quantized with onnxruntime's quantize_dynamic), customcpu fp, customcpu int, and customcpu int with
-PyTorch's host kernels (SDPA attention, add + LayerNorm, GELU: `--attention fp32`). The repeats are
-interleaved (one forward of each configuration per round), so that a noisy neighbour slows all
-of them alike; every figure is a ratio to baselines measured in the same run. Results are checked
-first: each configuration's start logits are compared with torch fp32's before any timing.
+BERT in its exact shapes (BERT-large by default) with random weights (no download): batch 1 at
+each sequence length, and a throughput case (batch 8 x seq 128). The engines are those of
+bertqa.bench.peers: torch fp32 and dynamic int8, customcpu fp / int / int with PyTorch's host
+kernels (`-sdpa`), ONNX Runtime int8 (quantize_dynamic) on the plain and on the
+transformers-optimized graph, OpenVINO at its default precision and int8 (NNCF), torchao/pt2e
+int8. Each runs in its own worker process (bertqa.bench.worker), built one after the other (an
+export of BERT-large peaks at several GB), all from the same random model and fed the same inputs.
+
+Results are checked first: each engine's logits on each case against torch fp32's (always built,
+as the reference), max |difference| relative to the reference's largest |logit| within the
+engine's tolerance (FP_TOL for the floating-point engines, INT8_TOL for int8 ones); an engine off
+beyond it is reported as such and not timed. Then interleaved rounds: in each round every case,
+and in each case one forward of every engine, the order rotated by one engine per round, so that
+a noisy neighbour or a position in the round slows all of them alike. Every ratio is between
+figures of the same run: customcpu int's time over each engine's, median to median and fastest to
+fastest (the steadier figure on a shared machine: each engine on its quietest round).
 
 Each timed forward starts on a settled machine: `settle_s` (0.1 s) of sleep, untimed, comes before
-it. ONNX Runtime's intra-op pool keeps one core spinning for ~50 ms after every run (measured:
-50 ms of process CPU in the 100 ms after session.run returned), so without the pause whichever
-configuration follows it in the round would share its first ~50 ms with a busy core.
-
-The table gives each configuration's time against ONNX Runtime int8's twice: median to median,
-and fastest to fastest ("of mins"). On a shared machine ORT's times swing more than ours (its
-median at seq 128 moved between 153 and 239 ms across runs of one afternoon, customcpu int's
-between 129 and 165 ms), so the ratio of the minima, each engine on its quietest round, is the
-steadier figure of the two; neither is reported without the other.
+it. ONNX Runtime's intra-op pool keeps one core spinning for ~50 ms after every run (50 ms of
+process CPU in the 100 ms after session.run returned), so without the pause whichever engine
+follows it in the round would share its first ~50 ms with a busy core.
 """
 from __future__ import annotations
 
+import os
 import statistics
-import tempfile
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,21 +33,51 @@ import torch
 
 from bertqa.model.bert import BertConfig, random_model
 
-CONFIGS = ("torch-fp32", "torch-int8", "onnxruntime-int8", "customcpu-fp", "customcpu-int",
-           "customcpu-int-sdpa")
+# the PyTorch-side engines, built by build_torch (the others: bertqa.bench.peers)
+CONFIGS = ("torch-fp32", "torch-int8", "customcpu-fp", "customcpu-int", "customcpu-int-sdpa")
+REFERENCE = "torch-fp32"
+OURS = "customcpu-int"
+FP_TOL = 2e-2           # max |dlogit| / max |reference logit|: fp32 kernels, or bf16 where OpenVINO picks it
+INT8_TOL = 0.3          # int8 weights and activations through 24 layers of random weights
+SETTLE_S = 0.1
+DEFAULT_CASES = ((384, 1), (128, 1), (128, 8))     # (seq, batch)
+INSTALL_HINT = "pip install 'bertqa[bench]'"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bertqa" / "bench"
 
 
 @dataclass
 class Timing:
     name: str
     seq: int
+    batch: int = 1
     times_ms: list = field(default_factory=list)
     note: str = ""
-    logit_err: float = float("nan")     # max |start logits - torch fp32's| on the check input
+    logit_err: float = float("nan")     # max |logits - torch fp32's| on the case's input
+    rel_err: float = float("nan")       # logit_err / max |torch fp32 logit|
+    argmax_agree: float = float("nan")  # fraction of (row, start/end) whose argmax agrees
+    status: str = "ok"                  # 'ok', or why it was not timed
 
     @property
     def median(self) -> float:
         return statistics.median(self.times_ms) if self.times_ms else float("nan")
+
+    @property
+    def fastest(self) -> float:
+        return min(self.times_ms) if self.times_ms else float("nan")
+
+
+@dataclass
+class BenchRun:
+    timings: list                       # [Timing], case by case
+    labels: dict                        # engine -> what it is
+    skipped: dict                       # engine -> why it did not run
+    rounds: int
+    threads: int
+    settle_s: float
 
 
 def random_inputs(vocab: int, seq: int, batch: int = 1, seed: int = 0):
@@ -57,11 +88,11 @@ def random_inputs(vocab: int, seq: int, batch: int = 1, seed: int = 0):
     return ids, types, torch.ones_like(ids)
 
 
-def build_torch(config: BertConfig, name: str, spec=None):
+def build_torch(config: BertConfig, name: str, spec=None, seed: int = 0, calib=None, model=None):
     """A callable (ids, types, mask) -> (start, end) for one of the PyTorch-side configurations."""
     from bertqa.quant import QuantSpec
     from bertqa.targets import TARGET_TABLE, prepare_target, target_of_backend
-    model = random_model(config)
+    model = model if model is not None else random_model(config, seed)
     if name == "torch-fp32":
         return model, "PyTorch fp32"
     if name == "torch-int8":
@@ -71,7 +102,7 @@ def build_torch(config: BertConfig, name: str, spec=None):
     base, sdpa = (name[:-len("-sdpa")], True) if name.endswith("-sdpa") else (name, False)
     backend, _, precision = base.rpartition("-")
     target = target_of_backend(backend)
-    calib = [random_inputs(config.vocab_size, 128, seed=s) for s in (11, 12)]
+    calib = calib or [random_inputs(config.vocab_size, 128, seed=s) for s in (11, 12)]
 
     def calibrate(m):
         for inputs in calib:
@@ -82,101 +113,161 @@ def build_torch(config: BertConfig, name: str, spec=None):
     return p.model, p.backend + (f" [{p.spec.label()}]" if p.spec else "") + f"; attention {p.attention}"
 
 
-def build_onnxruntime(config: BertConfig, workdir: Path, threads: int):
-    """Export the fp32 model to ONNX, quantize_dynamic it to int8, open an ORT session."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    model = random_model(config)
-    ids, types, mask = random_inputs(config.vocab_size, 16)
-    fp32_path, int8_path = workdir / "bert.onnx", workdir / "bert-int8.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids, types, mask), str(fp32_path), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "token_type_ids", "attention_mask"],
-                          output_names=["start_logits", "end_logits"],
-                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in
-                                        ("input_ids", "token_type_ids", "attention_mask",
-                                         "start_logits", "end_logits")})
-    del model
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
-    fp32_path.unlink()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(int8_path), opts, providers=["CPUExecutionProvider"])
-
-    def run(ids, types, mask):
-        out = session.run(None, {"input_ids": ids.numpy(), "token_type_ids": types.numpy(),
-                                 "attention_mask": mask.numpy()})
-        return torch.from_numpy(out[0]), torch.from_numpy(out[1])
-    return run, f"ONNX Runtime {ort.__version__} int8 (quantize_dynamic, QInt8 weights)"
+def story_windows(model_dir: Path, seq: int, limit: int) -> list:
+    """Batch-1 windows (ids, types, mask) of every built-in story and question, at most seq
+    tokens each, the first `limit` of them: calibration inputs for a real model."""
+    from bertqa.data.readers import builtin_stories
+    from bertqa.qa.windows import Tokenizer, WindowOptions, collate, make_windows
+    tok = Tokenizer(Path(model_dir))
+    pairs = [(q, s.context) for s in builtin_stories() for q in s.questions]
+    opts = WindowOptions(max_seq_len=seq, doc_stride=seq // 4, max_question_len=min(64, seq // 4))
+    windows = make_windows(tok, [q for q, _ in pairs], [c for _, c in pairs], opts)
+    return [collate([w], tok.pad_id) for w in windows[:limit]]
 
 
-SETTLE_S = 0.1
+def check_logits(name: str, t: Timing, got, ref, fp: bool) -> None:
+    """Fill t's error fields from got = (start, end) against ref; t.status says if it is off."""
+    # a NaN anywhere reads as an infinite difference (Python's max would skip it)
+    diff = float(torch.stack([(g - r).abs().max() for g, r in zip(got, ref)]).max()
+                 .nan_to_num(float("inf")))
+    scale = max(float(r.abs().max()) for r in ref)
+    agree = [bool(a) for g, r in zip(got, ref) for a in (g.argmax(-1) == r.argmax(-1))]
+    t.logit_err, t.rel_err, t.argmax_agree = diff, diff / scale, sum(agree) / len(agree)
+    tol = FP_TOL if fp else INT8_TOL
+    if not t.rel_err <= tol:                                # (NaN is off too)
+        t.status = f"logits off: max|dlogit| {diff:.3g} = {t.rel_err:.3g} of max|logit| > {tol:g}"
 
 
-def run_model_bench(config: BertConfig | None = None, seqs=(384, 128), repeats: int = 5,
-                    configs=CONFIGS, threads: int | None = None, log=print,
-                    settle_s: float = SETTLE_S) -> list[Timing]:
+def run_model_bench(config: BertConfig | None = None, cases=DEFAULT_CASES, rounds: int = 3,
+                    engines=None, threads: int | None = None, cache_dir: Path | None = None,
+                    calib: int = 300, calib_seq: int = 128, seed: int = 0, log=print,
+                    settle_s: float = SETTLE_S, model_dir: Path | None = None) -> BenchRun:
+    """Build every engine in its worker, check its logits, time interleaved rounds (see the
+    module docstring). engines: names of bertqa.bench.peers.ENGINES (default: all).
+    model_dir: real weights (config read from there), calibrated on the built-in stories'
+    windows (as many as there are, up to `calib`), instead of random weights and windows."""
+    from bertqa.bench.peers import ENGINES, Build, engine, missing, runtime_registrations
+    from bertqa.bench.worker import EngineProcess
+    if model_dir is not None:
+        from bertqa.model.loading import read_config
+        config = read_config(Path(model_dir))
     config = config or BertConfig.bert_large()
+    engines = list(engines or ENGINES)
+    unknown = [e for e in engines if engine(e) is None]
+    if unknown:
+        raise ValueError(f"unknown engine {', '.join(unknown)}; choose from {', '.join(ENGINES)} "
+                         "or BACKEND-fp / BACKEND-int for a registered Linear backend")
     threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
-    runners, labels = {}, {}
-    with tempfile.TemporaryDirectory(prefix="bertqa-bench-") as tmp, torch.inference_mode():
-        for name in configs:
-            t0 = time.perf_counter()
-            try:
-                if name == "onnxruntime-int8":
-                    runners[name], labels[name] = build_onnxruntime(config, Path(tmp), threads)
-                else:
-                    runners[name], labels[name] = build_torch(config, name)
-            except ImportError as e:
-                log(f"  {name}: skipped ({e}; install the bench extra: pip install -e '.[bench]')")
+    cache_dir = Path(cache_dir or default_cache_dir())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    windows = (story_windows(model_dir, calib_seq, calib) if model_dir is not None else
+               [random_inputs(config.vocab_size, calib_seq, seed=10_000 + i) for i in range(calib)])
+    build = Build(config, seed, threads, cache_dir, windows,
+                  model_dir=str(Path(model_dir).resolve()) if model_dir is not None else None,
+                  registered=runtime_registrations())
+    skipped = {}
+    for e in engines:
+        if missing(engine(e)):
+            skipped[e] = f"not installed: {', '.join(missing(engine(e)))} ({INSTALL_HINT})"
+    wanted = [e for e in engines if e not in skipped]
+    names = ([REFERENCE] if REFERENCE not in wanted else []) + wanted
+    procs = {e: EngineProcess(e, threads) for e in names}      # start together: imports overlap
+    labels = {}
+    try:
+        for e in names:                                         # build one at a time: memory
+            reply = procs[e].request("build", e, build, log=log)
+            if reply[0] != "ready":
+                skipped[e] = f"failed to build: {reply[1]}"
+                procs.pop(e).close()
                 continue
-            log(f"  prepared {name} in {time.perf_counter() - t0:.1f} s: {labels[name]}")
-        results = []
-        for seq in seqs:
-            inputs = random_inputs(config.vocab_size, seq, seed=seq)
-            timings = {n: Timing(n, seq, note=labels[n]) for n in runners}
-            ref_start = runners["torch-fp32"](*inputs)[0] if "torch-fp32" in runners else None
-            for name, run in runners.items():                       # check first, and warm up
-                start = run(*inputs)[0]
-                if ref_start is not None:
-                    timings[name].logit_err = float((start - ref_start).abs().max())
-            for _ in range(repeats):                                # interleaved rounds
-                for name, run in runners.items():
-                    time.sleep(settle_s)                            # see the module docstring
-                    t0 = time.perf_counter()
-                    run(*inputs)
-                    timings[name].times_ms.append((time.perf_counter() - t0) * 1e3)
-            results += timings.values()
-    return results
+            labels[e] = reply[1]
+            log(f"  prepared {e} in {reply[2]:.1f} s: {reply[1]}")
+        if REFERENCE not in labels:
+            raise RuntimeError(f"the reference {REFERENCE} did not build: {skipped.get(REFERENCE)}")
+        timed = [e for e in wanted if e in labels]
+        timings = {}
+        for seq, batch in cases:
+            inputs = random_inputs(config.vocab_size, seq, batch, seed=seq * 100 + batch)
+            ref = procs[REFERENCE].request("inputs", (seq, batch), inputs)[1:]
+            for e in timed:
+                t = timings[e, seq, batch] = Timing(e, seq, batch, note=labels[e])
+                reply = procs[e].request("inputs", (seq, batch), inputs)
+                if reply[0] != "logits":
+                    t.status = f"failed to run: {reply[1]}"
+                    continue
+                check_logits(e, t, reply[1:], ref, engine(e).fp)
+                if t.status == "ok":                            # a second warm-up, untimed
+                    procs[e].request("time", (seq, batch), 0.0)
+        if REFERENCE not in wanted:
+            procs.pop(REFERENCE).close()
+        for r in range(rounds):
+            for seq, batch in cases:
+                order = timed[r % len(timed):] + timed[:r % len(timed)] if timed else []
+                for e in order:
+                    t = timings[e, seq, batch]
+                    if t.status != "ok":
+                        continue
+                    reply = procs[e].request("time", (seq, batch), settle_s)
+                    if reply[0] == "ms":
+                        t.times_ms.append(reply[1])
+                    else:
+                        t.status = f"failed to run: {reply[1]}"
+    finally:
+        for p in procs.values():
+            p.close()
+    return BenchRun(list(timings.values()), labels, skipped, rounds, threads, settle_s)
 
 
-def format_model_table(results: list[Timing], config_label: str, threads: int,
-                       settle_s: float = SETTLE_S) -> str:
-    lines = [f"BERT QA forward, {config_label}, batch 1, {threads} threads, "
-             f"{len(results[0].times_ms) if results else 0} interleaved repeats, "
-             f"{settle_s:g} s pause before each"]
-    for seq in sorted({r.seq for r in results}, reverse=True):
-        rows = [r for r in results if r.seq == seq]
-        by_name = {r.name: r for r in rows}
-        fp32 = by_name["torch-fp32"].median if "torch-fp32" in by_name else None
-        ort = by_name.get("onnxruntime-int8")
-        ort_int8, ort_min = (ort.median, min(ort.times_ms)) if ort and ort.times_ms else (None, None)
-        lines.append(f"\nseq {seq}")
-        lines.append(f"  {'configuration':18} {'median ms':>10} {'min':>9} {'max':>9} "
-                     f"{'x fp32':>7} {'x ORT int8':>10} {'(of mins)':>9} {'max|dlogit|':>11}")
-        for r in rows:
-            vs_fp32 = f"{r.median / fp32:.2f}" if fp32 else "-"
-            vs_ort = f"{r.median / ort_int8:.2f}" if ort_int8 else "-"
-            vs_ort_min = f"{min(r.times_ms) / ort_min:.2f}" if ort_min else "-"
-            lines.append(f"  {r.name:18} {r.median:10.1f} {min(r.times_ms):9.1f} {max(r.times_ms):9.1f} "
-                         f"{vs_fp32:>7} {vs_ort:>10} {vs_ort_min:>9} {r.logit_err:11.3g}")
-    lines.append("\nconfigurations:")
-    seen = set()
-    for r in results:
-        if r.name not in seen:
-            seen.add(r.name)
-            lines.append(f"  {r.name}: {r.note}")
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if a == a and b == b and b > 0 else "-"
+
+
+def format_model_table(run: BenchRun, config_label: str) -> str:
+    """Per case: each engine's median/min/max ms, x torch fp32, customcpu int's time over the
+    engine's (median to median, min to min), its logit check; then a summary table."""
+    cases = list(dict.fromkeys((t.seq, t.batch) for t in run.timings))
+    lines = [f"BERT QA forward, {config_label}, {run.threads} threads, {run.rounds} interleaved "
+             f"rounds, {run.settle_s:g} s pause before each forward; each engine in its own process",
+             f"int/this: {OURS}'s time over the engine's in the same run (below 1: {OURS} is "
+             f"faster), median to median and min to min; logits checked against {REFERENCE} "
+             f"first (rel: max|dlogit| over max|logit|; tolerance {FP_TOL:g} fp, {INT8_TOL:g} int8)"]
+    for seq, batch in cases:
+        rows = [t for t in run.timings if (t.seq, t.batch) == (seq, batch)]
+        by = {t.name: t for t in rows}
+        fp32, ours = by.get(REFERENCE), by.get(OURS)
+        lines.append(f"\nseq {seq}, batch {batch}")
+        lines.append(f"  {'engine':21} {'median ms':>10} {'min':>9} {'max':>9} {'seq/s':>7} "
+                     f"{'x fp32':>7} {'int/this':>8} {'(of mins)':>9} {'max|dlogit|':>11} "
+                     f"{'rel':>7} {'argmax':>6}")
+        for t in rows:
+            check = f"{t.logit_err:11.3g} {t.rel_err:7.3f} {t.argmax_agree:6.0%}"
+            if t.status != "ok" or not t.times_ms:
+                lines.append(f"  {t.name:21} {t.status or 'not timed'}"
+                             + (f"  (check: {check.strip()})" if t.logit_err == t.logit_err else ""))
+                continue
+            lines.append(f"  {t.name:21} {t.median:10.1f} {t.fastest:9.1f} {max(t.times_ms):9.1f} "
+                         f"{batch / t.median * 1e3:7.2f} "
+                         f"{_ratio(t.median, fp32.median) if fp32 else '-':>7} "
+                         f"{_ratio(ours.median, t.median) if ours else '-':>8} "
+                         f"{_ratio(ours.fastest, t.fastest) if ours else '-':>9} {check}")
+    lines.append("\nsummary (median ms; batch > 1: sequences/s; int/this as above, median to median)")
+    head = " | ".join(f"seq {s} ms" if b == 1 else f"batch {b} x seq {s}, seq/s" for s, b in cases)
+    lines.append(f"| engine | {head} | int/this |")
+    lines.append("|---|" + "---:|" * len(cases) + "---|")
+    for e in dict.fromkeys(t.name for t in run.timings):
+        cells, ratios = [], []
+        for seq, batch in cases:
+            t = next(t for t in run.timings if (t.name, t.seq, t.batch) == (e, seq, batch))
+            ours = next((o for o in run.timings if (o.name, o.seq, o.batch) == (OURS, seq, batch)), None)
+            ok = t.status == "ok" and t.times_ms
+            cells.append(("-" if not ok else f"{t.median:.0f}" if batch == 1
+                          else f"{batch / t.median * 1e3:.1f}"))
+            ratios.append(_ratio(ours.median, t.median) if ok and ours and ours.times_ms else "-")
+        lines.append(f"| {e} | " + " | ".join(cells) + f" | {' / '.join(ratios)} |")
+    lines.append("\nengines:")
+    for e, label in run.labels.items():
+        lines.append(f"  {e}: {label}" + ("  (reference only)" if e not in
+                                              {t.name for t in run.timings} else ""))
+    for e, why in run.skipped.items():
+        lines.append(f"  {e}: {why}")
     return "\n".join(lines)
