@@ -149,16 +149,19 @@ def test_registered_backend_runs_a_whole_model_like_the_reference(toy):
             assert torch.equal(a, b)
 
 
-def test_bench_times_a_registered_backend(toy, capsys):
+def test_bench_times_a_registered_backend(toy, capsys, tmp_path):
     from bertqa.cli import main
     threads = torch.get_num_threads()
     try:
-        rc = main(["bench", "--layers", "1", "--seq", "16", "--repeats", "1", "--no-gemm",
-                   "--settle", "0", "--configs", "torch-fp32,float64-int"])
+        rc = main(["bench", "--config", "tiny", "--layers", "1", "--seq", "16", "--batch", "0",
+                   "--repeats", "1", "--no-gemm", "--settle", "0", "--calib", "4",
+                   "--engines", "torch-fp32,float64-int", "--cache-dir", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert rc == 0
+    # timed in its own worker process, which registered the backend this test defines
     row = next(line.split() for line in out.splitlines() if line.strip().startswith("float64-int "))
-    assert float(row[-1]) < 0.5                              # its logits checked against fp32's
-    assert "float64-int: float64" in out                     # the configuration names its backend
+    median, rel, argmax = float(row[1]), float(row[-2]), row[-1]
+    assert median > 0 and rel < 0.3 and argmax.endswith("%")  # its logits checked against fp32's
+    assert "float64" in out.split("float64-int", 2)[-1]       # the engine names its backend
