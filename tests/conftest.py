@@ -31,10 +31,11 @@ TESTS = Path(__file__).resolve().parent
 # tier -> test files (or "file::test" to move one test of a file listed elsewhere)
 TIERS = {
     "unit": [
-        "test_answer_options.py", "test_bad_inputs.py", "test_decode.py", "test_decode_sweep.py", "test_doc_links.py", "test_eval_data.py", "test_eval_metric.py",
-        "test_eval_profile.py", "test_history.py", "test_loading.py", "test_pairs.py", "test_quant_reference.py",
-        "test_quant_swap.py", "test_seams.py", "test_serve_unit.py", "test_streaming.py", "test_targets.py", "test_tiers.py",
-        "test_tokenizer_kinds.py", "test_windows.py",
+        "test_answer_options.py", "test_bad_inputs.py", "test_decode.py", "test_decode_sweep.py",
+        "test_doc_links.py", "test_eval_data.py", "test_eval_metric.py", "test_eval_profile.py",
+        "test_history.py", "test_loading.py", "test_pairs.py", "test_quant_reference.py",
+        "test_quant_swap.py", "test_seams.py", "test_serve_unit.py", "test_streaming.py",
+        "test_targets.py", "test_tiers.py", "test_tokenizer_kinds.py", "test_windows.py",
     ],
     "parity": [
         "test_aie.py", "test_attention.py", "test_backend_parity.py", "test_calibration.py",
@@ -43,11 +44,11 @@ TIERS = {
     ],
     "e2e": [
         "test_batch_invariance.py", "test_batch_padding.py", "test_bench.py", "test_bench_peers.py",
-        "test_cli.py", "test_cli_answers.py", "test_cli_ask.py",
-        "test_demo_script.py", "test_eval_cli.py", "test_eval_interleave.py", "test_export.py",
-        "test_export_cli.py", "test_gpu_check_cli.py", "test_pipeline.py", "test_saved.py",
-        "test_serve_abuse.py", "test_serve_fuzz.py", "test_serve_http.py", "test_serve_limits.py",
-        "test_serve_page.py", "test_structure.py",
+        "test_cli.py", "test_cli_answers.py", "test_cli_ask.py", "test_demo_script.py",
+        "test_eval_cli.py", "test_eval_interleave.py", "test_export.py", "test_export_cli.py",
+        "test_gpu_check_cli.py", "test_pipeline.py", "test_saved.py", "test_serve_abuse.py",
+        "test_serve_fuzz.py", "test_serve_http.py", "test_serve_limits.py", "test_serve_page.py",
+        "test_structure.py",
         # whole runs on a prepared model inside unit files
         "test_eval_profile.py::test_profile_warms_up_and_names_the_kernels_that_run",
         "test_serve_unit.py::test_batcher_answers_each_request_with_its_own_options",
