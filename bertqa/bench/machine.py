@@ -63,23 +63,21 @@ def describe(info: dict | None = None) -> dict:
 
 def kernel_path() -> tuple[str | None, str]:
     """(the ISA path customcpu picks here, or None, and why)."""
-    from bertqa.backends import customcpu
-    try:
-        customcpu.native()
-    except Exception as e:                      # the extension is not built: say so, go on
-        return None, f"customcpu not built ({e})"
-    return customcpu.select_isa(), "picked at run time from the CPU's features"
+    from bertqa import native
+    why = native.unavailable()
+    if why:                                     # the extension is not built: say so, go on
+        return None, f"customcpu not built ({why})"
+    return native.select_isa(), "picked at run time from the CPU's features"
 
 
 def measure_int8_peak(threads: int, seconds: float = 0.3) -> dict | None:
     """{isa, gops (wall clock on `threads` threads), gops_1t (one thread)} for the fastest path
     with a peak loop, best of 2; None where the extension is not built or has no such path."""
-    from bertqa.backends import customcpu
-    try:
-        nat = customcpu.native()
-    except Exception:
+    from bertqa import native
+    if native.unavailable():
         return None
-    features = customcpu.cpu_features()
+    nat = native.extension()
+    features = native.cpu_features()
     isa = next((p for p in PEAK_PATHS if features.get(p)), None)
     if isa is None:
         return None

@@ -45,6 +45,14 @@ class Build:
     # that a worker registers them too (bertqa.backends.register)
     registered: dict = field(default_factory=dict)
 
+    def __getstate__(self):
+        """Sent to workers without `log`: each worker sets its own (a test's patched print,
+        for one, does not pickle)."""
+        return {**self.__dict__, "log": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
 
 def fp32_model(b: Build):
     """The model every engine starts from: the checkpoint in b.model_dir, else random weights."""
