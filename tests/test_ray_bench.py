@@ -1,5 +1,6 @@
 """The /proc readings of bertqa.bench.ray_bench (no Ray needed): memory of a process, the
 processes below one, and the names Ray's processes go by."""
+import mmap
 import os
 import subprocess
 import sys
@@ -15,10 +16,12 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), r
 def test_memory_of_this_process_grows_with_what_it_touches():
     rss, pss = ray_bench.memory_mb(os.getpid())
     assert 0 < pss <= rss
-    block = bytearray(64 << 20)                  # 64 MiB, written: resident
-    block[::4096] = b"x" * len(block[::4096])
+    # 64 MiB of fresh pages, written: resident (a bytearray could reuse freed, resident heap)
+    block = mmap.mmap(-1, 64 << 20)
+    for at in range(0, len(block), 4096):
+        block[at] = 1
     assert ray_bench.memory_mb(os.getpid())[0] > rss + 50
-    del block
+    block.close()
 
 
 def wait_for_child(pid: int):
