@@ -50,9 +50,6 @@ class Build:
         for one, does not pickle)."""
         return {**self.__dict__, "log": None}
 
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
 
 def fp32_model(b: Build):
     """The model every engine starts from: the checkpoint in b.model_dir, else random weights."""
