@@ -4,7 +4,8 @@ Every part of bertqa that runs native code reaches the extension through this mo
 customcpu backend (its int8 Linear), the host kernels (bertqa.attention), and the native GELU
 that cpu-reference and aie apply with gelu='native'. It holds why the extension cannot run here
 (`unavailable()`), the CPU's ISA paths (`cpu_features`, `select_isa`; tests patch the probe), and
-the one thread setting of the native runtime (`set_threads`).
+the thread settings of the native runtime (`set_threads` for the process, `set_thread_threads`
+for the calling thread alone).
 
 Threads: the extension is built with OpenMP and resolves to the libgomp that torch loaded, so
 the native kernels and torch's intra-op work share one pool of `torch.get_num_threads()`
@@ -59,6 +60,20 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
     if unavailable() is None:
         extension().set_threads(n)
+
+
+def set_thread_threads(n: int) -> bool:
+    """Threads for the work started from the calling thread alone: the native kernels and
+    torch's OpenMP regions (the thread's own OpenMP setting); other threads keep theirs. So that
+    two model workers of a server each take one of two cores instead of both asking for two.
+    False, changing nothing, where the extension is not built (torch has no per-thread count:
+    its set_num_threads would change every thread's)."""
+    assert n >= 1, f"threads must be >= 1, got {n}"
+    if unavailable() is not None:
+        return False
+    torch.get_num_threads()        # torch sets a thread's OpenMP count on its first use there:
+    extension().set_thread_threads(n)   # after that, so that it does not undo this
+    return True
 
 
 def cpu_features() -> dict:

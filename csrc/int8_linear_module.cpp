@@ -254,6 +254,8 @@ PYBIND11_MODULE(_native, m) {
         "Pack one layer's int8 weights [N, K] for the ISA path `isa`.");
   m.def("cpu_features", &cpu_features, "{'avx2': bool, 'avx512vnni': bool}: what this CPU runs.");
   m.def("set_threads", &set_threads, py::arg("n"), "Threads per call; 0 follows omp/torch.");
+  m.def("set_thread_threads", &set_thread_threads, py::arg("n"),
+        "Threads per call from the calling thread only; 0 follows the process's setting.");
   m.def("get_threads", &get_threads);
   m.def("threads_now", &threads_now, "The threads the kernels use now (1 during a contention episode).");
   m.def(

@@ -15,6 +15,7 @@
 #include <omp.h>
 #else
 static int omp_get_max_threads() { return 1; }
+static void omp_set_num_threads(int) {}
 #endif
 
 namespace bertqa {
@@ -36,6 +37,7 @@ double thread_cpu_seconds() {            // CPU time of the calling thread (excl
 namespace {
 
 int g_threads = 0;                     // 0: follow omp_get_max_threads() (torch's setting)
+thread_local int t_threads = 0;        // the calling thread's own count (0: the process's)
 
 // Contention guard. An OpenMP region ends when its last thread does: when another process holds
 // one of the cores, every region waits for the descheduled thread (a scheduler time slice, ms),
@@ -100,7 +102,16 @@ void set_threads(int n) {
   g_threads = n;
 }
 
-int get_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+void set_thread_threads(int n) {
+  if (n < 0) throw std::invalid_argument("threads must be >= 0 (0: the process's setting)");
+  t_threads = n;
+  if (n > 0) omp_set_num_threads(n);   // this thread's ICV: torch's regions started from it too
+}
+
+int get_threads() {
+  if (t_threads > 0) return t_threads;
+  return g_threads > 0 ? g_threads : omp_get_max_threads();
+}
 
 int threads_now() {
   const int n = get_threads();

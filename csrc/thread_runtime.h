@@ -14,6 +14,9 @@ double thread_cpu_seconds();   // CPU time of the calling thread (excludes preem
 std::map<std::string, bool> cpu_features();
 bool cpu_supports_isa(const std::string& isa);
 void set_threads(int n);
+// The calling thread's own count (0: back to the process's), for the native kernels and for the
+// OpenMP regions torch starts from this thread; other threads keep theirs.
+void set_thread_threads(int n);
 int get_threads();
 // The threads the native kernels use now: get_threads(), or 1 while the contention guard (see
 // thread_runtime.cpp) has seen another process take a core from a region.

@@ -52,6 +52,7 @@ TIERS = {
         # whole runs on a prepared model inside unit files
         "test_eval_profile.py::test_profile_warms_up_and_names_the_kernels_that_run",
         "test_serve_unit.py::test_batcher_answers_each_request_with_its_own_options",
+        "test_serve_unit.py::test_two_workers_give_the_answers_of_one",
         "test_streaming.py::test_bundled_model_streams_to_the_same_answers",
     ],
     "ray": ["test_ray_batch.py", "test_ray_bench.py", "test_ray_serve.py", "test_ray_unit.py"],

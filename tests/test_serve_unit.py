@@ -4,7 +4,9 @@ import dataclasses
 import socket
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from bertqa.serve.config import ServeConfig
 from bertqa.serve.metrics import Counter, Histogram, ServeMetrics
@@ -28,7 +30,7 @@ def test_metrics_text_format():
 def test_config_rejects_nonsense():
     assert ServeConfig().host == "127.0.0.1"                       # loopback unless asked
     for bad in ({"max_batch": 0}, {"max_queue": 0}, {"timeout_s": 0}, {"max_wait_ms": -1},
-                {"port": 70000}, {"max_windows": 0}):
+                {"port": 70000}, {"max_windows": 0}, {"workers": 0}):
         with pytest.raises(ValueError, match="must be"):
             ServeConfig(**bad)
     assert ServeConfig(timeout_s=10).grace_s == 15
@@ -152,3 +154,70 @@ def test_forward_chunks_keep_to_the_token_budget():
     chunks = forward_chunks([155] * 16, 16, max_tokens=1024)
     assert [len(c) for c in chunks] == [6, 6, 4]
     assert forward_chunks([2000, 10], 16, max_tokens=1024) == [[0], [1]]      # a long window still runs
+
+
+class _Gate:
+    """A pipeline stand-in whose forward passes wait until `parties` of them run at once, and
+    record the threads the native kernels would use in each (bertqa.native.set_thread_threads)."""
+
+    def __init__(self, parties: int):
+        import threading
+        self.barrier, self.seen, self.lock = threading.Barrier(parties, timeout=30), [], threading.Lock()
+
+    def logits(self, windows, batch_size):
+        from bertqa import native
+        with self.lock:
+            self.seen.append((native.extension().get_threads(), torch.get_num_threads()))
+        self.barrier.wait()
+        return [(np.zeros(len(w.ids), np.float32), np.zeros(len(w.ids), np.float32)) for w in windows]
+
+
+def test_workers_share_the_cpu_threads_while_busy_together(qa_fp, stories):
+    from bertqa import native
+    from bertqa.serve.batcher import Batcher
+    if native.unavailable():
+        pytest.skip(native.unavailable())
+    gate = _Gate(parties=2)
+    batcher = Batcher(gate, max_batch=1, max_wait_s=0, max_queue=16, metrics=ServeMetrics(),
+                      workers=2, threads=4)
+
+    async def run():
+        _, jobs = make_jobs(qa_fp, stories, asyncio.get_running_loop())
+        jobs = [j for j in jobs if len(j.windows) == 1][:2]          # one batch for each worker
+        for job in jobs:
+            batcher.submit(job)
+        batcher.start()
+        return [await asyncio.wait_for(j.future, 60) for j in jobs]
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        batcher.close(10)
+    assert len(results) == 2 and batcher.alive() is False
+    # the first worker took all 4 threads (alone when it started), the second the half of them
+    # left to each of two busy workers, for the native kernels and torch's regions alike; the
+    # main thread's own setting is untouched
+    assert sorted(gate.seen) == [(2, 2), (4, 4)], gate.seen
+    assert native.extension().get_threads() == torch.get_num_threads()
+
+
+def test_two_workers_give_the_answers_of_one(qa_fp, stories):
+    from bertqa.serve.batcher import Batcher
+
+    def answers(workers):
+        batcher = Batcher(qa_fp.pipeline, max_batch=2, max_wait_s=0, max_queue=16, metrics=ServeMetrics(),
+                          workers=workers, threads=2)
+
+        async def run():
+            _, jobs = make_jobs(qa_fp, stories, asyncio.get_running_loop())
+            batcher.start()
+            for job in jobs:
+                batcher.submit(job)
+            return [await asyncio.wait_for(j.future, 60) for j in jobs]
+        try:
+            got = asyncio.run(run())
+        finally:
+            batcher.close(10)
+        return [[(a.text, a.start, a.end, round(a.score, 6)) for a in r[0]] for r in got]
+
+    assert answers(2) == answers(1)

@@ -5,10 +5,12 @@
     python -m bertqa.bench.load_serve --target cpu --precision fp --clients 8,32 --seconds 5
 
 First the direct API: the model loaded here, `QAModel.answer` called in a loop from 1, 2 and 4
-worker threads (and `answer_batch` of 16 pairs from one thread); the best of the thread counts
-is the reference. Then a `bertqa serve` subprocess (this script with --serve-only, on a free
-loopback port) with batching on (--max-batch 16) and off (--max-batch 1), each under 8-64
-closed-loop clients: each client sends its next question when the last is answered, over one
+worker threads, and from one thread per CPU thread with one CPU thread each
+(`bertqa.native.set_thread_threads(1)`), and `answer_batch` of 16 pairs from one thread; the
+best of these is the reference. Then a `bertqa serve` subprocess (this script with
+--serve-only, on a free loopback port) with its default workers and batching on (--max-batch
+16) and off (--max-batch 1), and with one worker and batching on, each under 8-64 closed-loop
+clients: each client sends its next question when the last is answered, over one
 kept-alive connection, from a small asyncio HTTP client (a few µs of CPU a request, since the
 client shares the machine with the server). Every answer is checked first: the slice
 context[start:end], and the known answer of the first question. Printed per row: questions/s,
@@ -41,11 +43,15 @@ def questions() -> list[tuple[str, str]]:
 
 # -- direct -----------------------------------------------------------------------------------
 
-def direct_qps(qa, pairs, threads: int, seconds: float) -> float:
-    """Questions/s of `threads` threads calling qa.answer in a loop for `seconds`."""
+def direct_qps(qa, pairs, threads: int, seconds: float, share: int | None = None) -> float:
+    """Questions/s of `threads` threads calling qa.answer in a loop for `seconds`; with share,
+    each computes on that many CPU threads (bertqa.native.set_thread_threads)."""
+    from bertqa import native
     done, stop = [0] * threads, time.perf_counter() + seconds
 
     def work(k):
+        if share is not None:
+            native.set_thread_threads(share)
         i = k
         while time.perf_counter() < stop:
             qa.answer(*pairs[i % len(pairs)])
@@ -77,13 +83,15 @@ def serve_only(args) -> None:
     from bertqa.serve.config import ServeConfig
     qa = bertqa.load(model="bundled", target=args.target, precision=args.precision,
                      threads=getattr(args, "threads", None))
-    serve(qa, ServeConfig(port=0, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms),
-          log_level="warning")
+    serve(qa, ServeConfig(port=0, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                          workers=args.workers), log_level="warning")
 
 
-def start_server(args, max_batch: int):
+def start_server(args, max_batch: int, workers: int | None = None):
     cmd = [sys.executable, "-m", "bertqa.bench.load_serve", "--serve-only", "--max-batch", str(max_batch),
            "--max-wait-ms", str(args.max_wait_ms), "--target", args.target, "--precision", args.precision]
+    if workers:
+        cmd += ["--workers", str(workers)]
     if getattr(args, "threads", None):
         cmd += ["--threads", str(args.threads)]
     log = Path(tempfile.mkstemp(prefix="bertqa-load-", suffix=".log")[1])
@@ -198,6 +206,7 @@ def main() -> int:
     p.add_argument("--target", default="customcpu")
     p.add_argument("--precision", default="int")
     p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)   # the server's (ray_bench)
+    p.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)   # the server's (--serve-only)
     p.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_only:
@@ -209,26 +218,33 @@ def main() -> int:
     print(f"# bertqa serve load: {os.cpu_count()} CPUs, bundled model, target {args.target} "
           f"{args.precision}, {qa.header()['linear backend']}; load average {os.getloadavg()[0]:.1f}")
     assert qa.answer(*pairs[0]).text == KNOWN[1]
-    direct = {t: direct_qps(qa, pairs, t, args.seconds) for t in (1, 2, 4)}
-    best_threads = max(direct, key=direct.get)
-    best = direct[best_threads]
-    for t, q in direct.items():
-        print(f"direct: answer() from {t} thread(s): {q:.1f} questions/s")
+    ways = {f"answer() from {t} thread(s)": (t, None) for t in (1, 2, 4)}
+    if qa.threads > 1:
+        ways[f"answer() from {qa.threads} threads, 1 CPU thread each"] = (qa.threads, 1)
+    direct = {way: direct_qps(qa, pairs, t, args.seconds, share) for way, (t, share) in ways.items()}
+    best_way = max(direct, key=direct.get)
+    best = direct[best_way]
+    for way, q in direct.items():
+        print(f"direct: {way}: {q:.1f} questions/s")
     print(f"direct: answer_batch(16) from 1 thread: {batch_qps(qa, pairs, 16, args.seconds):.1f} questions/s")
-    print(f"best direct: {best:.1f} questions/s ({best_threads} threads)\n")
+    print(f"best direct: {best:.1f} questions/s ({best_way})\n")
+    qa_threads = qa.threads
     del qa
     bodies = [json.dumps({"question": q, "context": c}).encode() for q, c in pairs]
-    print("| batching | clients | answered | questions/s | p50 ms | p99 ms | 503s | requests/batch | "
-          "efficiency | load avg |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for label, max_batch in (("on", args.max_batch), ("off", 1)):
-        proc, port, log = start_server(args, max_batch)
+    print("| batching | workers | clients | answered | questions/s | p50 ms | p99 ms | 503s | "
+          "requests/batch | efficiency | load avg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    servers = [("on", args.max_batch, None), ("off", 1, None)]
+    if qa_threads > 1:                           # the default's workers against a single one
+        servers.append(("on", args.max_batch, 1))
+    for label, max_batch, workers in servers:
+        proc, port, log = start_server(args, max_batch, workers)
         try:
             asyncio.run(check(port, pairs))
             for clients in (int(c) for c in args.clients.split(",")):
                 load = os.getloadavg()[0]
                 r = asyncio.run(closed_loop(port, bodies, clients, args.seconds))
-                print(f"| {label} | {clients} | {r['n']} | {r['qps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
+                print(f"| {label} | {workers or f'default ({qa_threads})'} | {clients} | {r['n']} | {r['qps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
                       f"{r['refused']} | {r['batch']:.1f} | {r['qps'] / best:.2f} | {load:.1f} |", flush=True)
         finally:
             proc.terminate()

@@ -24,6 +24,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="padded tokens per forward pass (one window always fits)")
     g.add_argument("--max-wait-ms", type=non_negative_float, default=d.max_wait_ms,
                    help="how long a batch waits for more requests after its first one")
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="model threads taking batches from the queue, sharing the CPU threads "
+                        "(default: one per thread on CPU targets, one on a GPU)")
     g.add_argument("--max-queue", type=int, default=d.max_queue,
                    help="requests waiting for the model; more get 503 with Retry-After")
     g.add_argument("--timeout-s", type=positive_float, default=d.timeout_s, help="per request; then 504")
@@ -66,7 +69,8 @@ def run_serve(args) -> int:
     try:
         config = ServeConfig(host=args.host, port=args.port, max_batch=args.max_batch,
                              max_batch_tokens=args.max_batch_tokens,
-                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             max_wait_ms=args.max_wait_ms, workers=args.workers,
+                             max_queue=args.max_queue,
                              timeout_s=args.timeout_s, max_body_bytes=args.max_body_bytes,
                              max_question_chars=args.max_question_chars,
                              max_context_chars=args.max_context_chars,

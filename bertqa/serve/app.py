@@ -56,8 +56,10 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
     config = config or ServeConfig()
     AnswerRequest, BatchRequest = request_models(config)
     metrics = ServeMetrics(queue_depth=lambda: batcher.depth())
+    cpu = qa.pipeline.device.type == "cpu"
+    workers = config.workers or (qa.threads if cpu else 1)
     batcher = Batcher(qa.pipeline, config.max_batch, config.max_wait_ms / 1000, config.max_queue, metrics,
-                      config.max_batch_tokens)
+                      config.max_batch_tokens, workers=workers, threads=qa.threads if cpu else None)
     info = {"model": qa.model_name, "target": qa.target, "precision": qa.precision}
     state = {"ready": False}
 
@@ -79,7 +81,7 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
                        paths={"/v1/answer", "/v1/answer:batch"}, admit=batcher.admit,
                        drain_bytes=config.drain_bytes)
     app.add_middleware(CountRequests, metrics=metrics, paths=PATHS)   # outermost: sees every status
-    app.state.healthy = lambda: state["ready"] and batcher._thread.is_alive()   # for Ray's health check
+    app.state.healthy = lambda: state["ready"] and batcher.alive()   # for Ray's health check
 
     @app.exception_handler(ServeError)
     async def serve_error(request, e: ServeError):

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from bertqa import native
 from bertqa.qa.decode import DecodeOptions
 from bertqa.qa.pipeline import QAPipeline, decode_pairs
 from bertqa.qa.windows import Window
@@ -96,9 +97,21 @@ class Job:
 
 
 class Batcher:
+    """workers: model threads taking batches from the one queue; threads: the CPU threads they
+    share (None: each uses the process's setting). A worker that starts a batch takes
+    threads // (workers busy then, itself included), at least one: alone it has them all (the
+    latency of a lone request is that of the direct API), under load each has its share. On a
+    small CPU two workers of one thread beat one of two threads: a forward pass of a few windows
+    does not keep two threads busy (small GEMMs, softmax and LayerNorm wait at barriers), and
+    one worker decodes while the other computes. Answers never depend on the worker or its
+    thread count (the int8 kernels' results do not; see docs/quantization.md)."""
+
     def __init__(self, pipeline: QAPipeline, max_batch: int, max_wait_s: float, max_queue: int,
-                 metrics: ServeMetrics, max_tokens: int | None = None):
-        assert max_batch >= 1 and max_queue >= 1 and max_wait_s >= 0
+                 metrics: ServeMetrics, max_tokens: int | None = None, workers: int = 1,
+                 threads: int | None = None):
+        assert max_batch >= 1 and max_queue >= 1 and max_wait_s >= 0 and workers >= 1
+        self.threads = threads
+        self._busy = 0                                  # workers running a batch
         self.max_tokens = max_tokens
         self.pipeline = pipeline
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
@@ -107,14 +120,20 @@ class Batcher:
         self._cond = threading.Condition()
         self._closing = False
         self._waiting = 0                               # tickets out: admitted, not yet in a batch
-        self._thread = threading.Thread(target=self._work, name="bertqa-batcher", daemon=True)
+        self._threads = [threading.Thread(target=self._work, name=f"bertqa-batcher-{k}", daemon=True)
+                         for k in range(workers)]
 
     def depth(self) -> int:
         """Requests admitted and not yet in a batch (queued, or still being read and tokenized)."""
         return self._waiting
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
+
+    def alive(self) -> bool:
+        """Every worker thread is running (a dead one means a bug: the health check fails)."""
+        return all(t.is_alive() for t in self._threads)
 
     def admit(self) -> Ticket:
         """A place in the queue, or Overloaded when max_queue requests hold one."""
@@ -148,9 +167,11 @@ class Batcher:
         """Refuse new jobs, finish the queued ones, stop the worker."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._cond.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            if t.is_alive():
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # -- the worker thread --------------------------------------------------------------------
     def _work(self) -> None:
@@ -158,12 +179,20 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
+            with self._cond:
+                self._busy += 1
+                share = max(1, self.threads // self._busy) if self.threads else None
             try:
+                if share is not None:
+                    native.set_thread_threads(share)
                 self._run(batch)
             except Exception as e:                      # noqa: BLE001 - every caller must hear back
                 log.exception("batch of %d requests failed", len(batch))
                 for job in batch:
                     job._settle(error=e)
+            finally:
+                with self._cond:
+                    self._busy -= 1
 
     def _popleft(self) -> Job:
         """The oldest job, its ticket given back (the caller holds the lock)."""
