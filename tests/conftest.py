@@ -43,7 +43,7 @@ TIERS = {
         "test_gpu_backend.py", "test_model_parity.py", "test_toy_backend.py",
     ],
     "e2e": [
-        "test_batch_invariance.py", "test_batch_padding.py", "test_bench.py", "test_bench_peers.py",
+        "test_batch_invariance.py", "test_batch_padding.py", "test_bench.py", "test_bench_callers.py", "test_bench_peers.py",
         "test_cli.py", "test_cli_answers.py", "test_cli_ask.py", "test_demo_script.py",
         "test_eval_cli.py", "test_eval_interleave.py", "test_export.py", "test_export_cli.py",
         "test_gpu_check_cli.py", "test_pipeline.py", "test_saved.py", "test_serve_abuse.py",

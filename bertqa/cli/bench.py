@@ -46,6 +46,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "spins ~50 ms after a run, which would land on the next engine)")
     p.add_argument("--no-gemm", action="store_true", help="skip the int8 GEMM table")
     p.add_argument("--no-model", action="store_true", help="skip the whole-model table")
+    p.add_argument("--callers", action="store_true",
+                   help="instead: QAModel.answer from the main thread and from a worker thread, "
+                        "idle and beside a busy-looping process (--model, default the bundled one; "
+                        "--repeats rounds)")
     p.add_argument("--memory", action="store_true",
                    help="instead: peak memory and start time of preparing BERT-large int8 (writes a "
                         "1.3 GB random checkpoint to a temporary directory, removed afterwards)")
@@ -99,6 +103,10 @@ def run_bench(args) -> int:
         from bertqa.bench.memory_bench import run_memory_bench
         print(f"bertqa bench --memory on {cpu_name()}")
         run_memory_bench(layers=args.layers)
+        return 0
+    if args.callers:
+        from bertqa.bench.callers import run_callers_bench
+        print(run_callers_bench(args.model, "customcpu", "int", args.threads, rounds=args.repeats))
         return 0
     if args.model:
         from bertqa.model.loading import check_model_dir, read_config

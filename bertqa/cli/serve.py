@@ -25,8 +25,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-wait-ms", type=non_negative_float, default=d.max_wait_ms,
                    help="how long a batch waits for more requests after its first one")
     g.add_argument("--workers", type=int, default=d.workers,
-                   help="model threads taking batches from the queue, sharing the CPU threads "
-                        "(default: one per thread on CPU targets, one on a GPU)")
+                   help="inference threads taking batches from the queue (default: as many as the "
+                        "model's CPU threads on CPU targets, one on a GPU)")
     g.add_argument("--max-queue", type=int, default=d.max_queue,
                    help="requests waiting for the model; more get 503 with Retry-After")
     g.add_argument("--timeout-s", type=positive_float, default=d.timeout_s, help="per request; then 504")

@@ -59,7 +59,7 @@ def create_app(qa: QAModel, config: ServeConfig | None = None) -> FastAPI:
     cpu = qa.pipeline.device.type == "cpu"
     workers = config.workers or (qa.threads if cpu else 1)
     batcher = Batcher(qa.pipeline, config.max_batch, config.max_wait_ms / 1000, config.max_queue, metrics,
-                      config.max_batch_tokens, workers=workers, threads=qa.threads if cpu else None)
+                      config.max_batch_tokens, workers=workers)
     info = {"model": qa.model_name, "target": qa.target, "precision": qa.precision}
     state = {"ready": False}
 

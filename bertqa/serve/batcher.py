@@ -23,7 +23,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from bertqa import native
 from bertqa.qa.decode import DecodeOptions
 from bertqa.qa.pipeline import QAPipeline, decode_pairs
 from bertqa.qa.windows import Window
@@ -97,21 +96,17 @@ class Job:
 
 
 class Batcher:
-    """workers: model threads taking batches from the one queue; threads: the CPU threads they
-    share (None: each uses the process's setting). A worker that starts a batch takes
-    threads // (workers busy then, itself included), at least one: alone it has them all (the
-    latency of a lone request is that of the direct API), under load each has its share. On a
-    small CPU two workers of one thread beat one of two threads: a forward pass of a few windows
-    does not keep two threads busy (small GEMMs, softmax and LayerNorm wait at barriers), and
-    one worker decodes while the other computes. Answers never depend on the worker or its
-    thread count (the int8 kernels' results do not; see docs/quantization.md)."""
+    """workers: inference threads taking batches from the one queue, each running its forward
+    passes on all of the model's CPU threads. On a small CPU two workers beat one: a forward
+    pass of a few windows does not keep two threads busy (small GEMMs, softmax and LayerNorm
+    wait at barriers) and its tokens' decoding is Python, so two passes side by side fill the
+    cores better (docs/serve.md: measured, one CPU thread per worker did worse than all of them
+    for each). Answers never depend on the worker (the kernels' results do not depend on
+    their threads; docs/quantization.md)."""
 
     def __init__(self, pipeline: QAPipeline, max_batch: int, max_wait_s: float, max_queue: int,
-                 metrics: ServeMetrics, max_tokens: int | None = None, workers: int = 1,
-                 threads: int | None = None):
+                 metrics: ServeMetrics, max_tokens: int | None = None, workers: int = 1):
         assert max_batch >= 1 and max_queue >= 1 and max_wait_s >= 0 and workers >= 1
-        self.threads = threads
-        self._busy = 0                                  # workers running a batch
         self.max_tokens = max_tokens
         self.pipeline = pipeline
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
@@ -179,20 +174,12 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            with self._cond:
-                self._busy += 1
-                share = max(1, self.threads // self._busy) if self.threads else None
             try:
-                if share is not None:
-                    native.set_thread_threads(share)
                 self._run(batch)
             except Exception as e:                      # noqa: BLE001 - every caller must hear back
                 log.exception("batch of %d requests failed", len(batch))
                 for job in batch:
                     job._settle(error=e)
-            finally:
-                with self._cond:
-                    self._busy -= 1
 
     def _popleft(self) -> Job:
         """The oldest job, its ticket given back (the caller holds the lock)."""

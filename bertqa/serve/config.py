@@ -17,8 +17,8 @@ class ServeConfig:
     max_batch: int = 16                 # windows per forward pass; 1 turns batching off
     max_batch_tokens: int = 1024        # padded tokens per forward pass (one window always fits)
     max_wait_ms: float = 5.0            # how long a batch waits for company after its first request
-    workers: int | None = None          # model threads sharing the CPU threads (None: one per CPU
-                                        # thread on CPU targets, one on a GPU; see Batcher)
+    workers: int | None = None          # inference threads (None: as many as the model's CPU
+                                        # threads on CPU targets, one on a GPU; see Batcher)
     max_queue: int = 64                 # requests waiting for the model; beyond it: 503 + Retry-After
     timeout_s: float = 30.0             # per request, queue + inference; beyond it: 504
     # input limits (each one a 4xx naming the field)
