@@ -83,7 +83,8 @@ def test_int8_logits_of_each_window_in_a_packed_batch_are_those_it_gets_alone(re
     for i, w in enumerate(windows):
         s1, e1 = alone(qa, w)
         n = len(w.ids)
-        assert torch.equal(start[i, :n], s1[0]) and torch.equal(end[i, :n], e1[0]), f"window {i} ({n} tokens)"
+        assert torch.equal(start[i, :n], s1[0]), f"window {i} ({n} tokens)"
+        assert torch.equal(end[i, :n], e1[0]), f"window {i} ({n} tokens)"
         assert (start[i, n:] == PADDED_LOGIT).all() and (end[i, n:] == PADDED_LOGIT).all()
 
 
@@ -147,7 +148,8 @@ def test_the_padded_path_gives_the_same_int8_logits(bundled_int, stories):
         assert not torch.equal(p, q)                  # padded positions: PADDED_LOGIT only packed
 
 
-@pytest.mark.parametrize("family", [dict(embedding_size=32), dict(positions_from_padding=True, pad_token_id=1),
+@pytest.mark.parametrize("family", [dict(embedding_size=32),
+                                    dict(positions_from_padding=True, pad_token_id=1),
                                     dict(type_vocab_size=0)], ids=["electra", "roberta", "distilbert"])
 def test_every_family_packs_to_its_logits_alone(family):
     config = BertConfig(vocab_size=100, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,

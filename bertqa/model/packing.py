@@ -61,7 +61,8 @@ class Packing:
         with the window's mask mask[i:i+1, ..., :n] (mask: the batch's [B, 1, 1, S]). A slice
         of a [1, T, 3H] tensor along T is contiguous, with the strides it has alone."""
         t, h3 = qkv.shape[1], qkv.shape[2]
-        assert qkv.shape[0] == 1 and t == self.tokens, f"qkv {tuple(qkv.shape)} is not {self.tokens} packed tokens"
+        assert qkv.shape[0] == 1 and t == self.tokens, \
+            f"qkv {tuple(qkv.shape)} is not the {self.tokens} packed tokens"
         out = qkv.new_empty(1, t, h3 // 3)
         at = 0
         for i, n in enumerate(self.lengths):
