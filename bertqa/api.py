@@ -41,7 +41,9 @@ def calibration_runner(tokenizer: Tokenizer, options: QAOptions, questions_per_s
     """A callable that runs a few built-in (question, story) pairs through a model: the
     representative inputs for calibrating int16 shifts and smoothing. All their windows go in one
     forward, so that the statistics do not depend on the batch size a user chose, and a
-    streaming prepare (quant.streaming) reads each layer's weights once per calibration pass."""
+    streaming prepare (quant.streaming) reads each layer's weights once per calibration pass.
+    That batch runs packed (bertqa.model.packing): the Linear layers' statistics see the
+    windows' real tokens only, never their padding."""
     pairs = [(q, s.context) for s in builtin_stories() for q in s.questions[:questions_per_story]]
 
     def run(model):

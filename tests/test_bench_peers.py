@@ -1,19 +1,29 @@
 """`bertqa bench`'s peers on a tiny BERT (hidden 64, 2 layers): every engine whose library is
-installed builds in its own worker process, matches torch fp32's logits and is timed; the exports
-are cached (a rerun leaves the files untouched); the machine is named; missing libraries and
-unknown engines are said in one line. Timings are printed, never asserted (shared machines)."""
+installed builds in its own worker process, matches torch fp32's logits and is timed, on the
+fixed cases and the mixed-length one (packed against padded); the exports are cached (a rerun
+leaves the files untouched); the machine is named; missing libraries and unknown engines are
+said in one line. Timings are printed, never asserted (shared machines)."""
 import re
 
 import pytest
 import torch
 
 from bertqa.bench import machine, model_bench, peers
+from bertqa.bench.mixed import mixed_case
 from bertqa.cli import main
 from bertqa.cli.bench import ENGINE_NAMES, SIZES
 from bertqa.model.bert import BertConfig
 
 TINY = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
 CASES = ((32, 1), (16, 2))
+MIXED_BATCH = 3
+MIXED = (model_bench.MIXED, MIXED_BATCH)
+
+
+def small_mixed():
+    """The windows of 6 built-in questions in batches of 3 (bertqa.bench.mixed)."""
+    from bertqa.model.loading import BUNDLED_DIR
+    return mixed_case(BUNDLED_DIR, 6, MIXED_BATCH)
 
 
 def installed(name):
@@ -30,12 +40,13 @@ SLOW = ("torchao-int8",)    # compiles (inductor, C++) for each new shape: one c
 
 @pytest.fixture(scope="module")
 def every_engine(cache):
-    """One run of every engine but the compiled ones, one round, 20 calibration windows."""
+    """One run of every engine but the compiled ones, one round, 20 calibration windows; the
+    mixed-length case after the fixed ones."""
     lines = []
     run = model_bench.run_model_bench(TINY, CASES, rounds=1, engines=[e for e in ENGINE_NAMES
                                                                        if e not in SLOW],
                                       threads=2, cache_dir=cache, calib=20, calib_seq=32,
-                                      settle_s=0.0, log=lines.append)
+                                      settle_s=0.0, log=lines.append, mixed=small_mixed())
     return run, lines
 
 
@@ -62,7 +73,9 @@ def test_each_installed_engine_matches_fp32_and_is_timed(request, name):
         pytest.skip(f"{name}: {run.skipped[name]}")
     assert name not in run.skipped, run.skipped.get(name)
     rows = [t for t in run.timings if t.name == name]
-    assert [(t.seq, t.batch) for t in rows] == list(CASES[:1] if name in SLOW else CASES)
+    want = (CASES[:1] if name in SLOW else [MIXED] if peers.ENGINES[name].mixed_only
+            else CASES + (MIXED,))
+    assert [(t.seq, t.batch) for t in rows] == list(want)
     tol = model_bench.FP_TOL if peers.ENGINES[name].fp else model_bench.INT8_TOL
     for t in rows:
         assert t.status == "ok", t.status
@@ -79,16 +92,50 @@ def test_the_table_has_the_ratio_columns_and_the_summary(every_engine):
     assert block[0].split()[:9] == ["engine", "median", "ms", "min", "max", "seq/s", "x", "fp32",
                                     "int/this"]
     rows = {line.split()[0]: line.split()[1:] for line in block[1:]}
-    assert set(rows) == {t.name for t in run.timings} == {e for e in ENGINE_NAMES if e not in SLOW
-                                                          and e not in run.skipped}
+    assert set(rows) == {t.name for t in run.timings if t.seq == 32} == {
+        e for e in ENGINE_NAMES if e not in SLOW and e not in run.skipped
+        and not peers.ENGINES[e].mixed_only}
     assert rows["torch-fp32"][4] == "1.00" and rows["customcpu-int"][5:7] == ["1.00", "1.00"]
     by = {t.name: t for t in run.timings if (t.seq, t.batch) == (32, 1)}
     for name, cells in rows.items():         # int/this = customcpu-int's median over this one's
         want = by["customcpu-int"].median / by[name].median    # from the timings: the printed
         assert float(cells[5]) == pytest.approx(want, abs=0.006), name   # medians are rounded
-    assert "| engine | seq 32 ms | batch 2 x seq 16, seq/s | int/this |" in out
+    assert ("| engine | seq 32 ms | batch 2 x seq 16, seq/s | mixed, batches of 3, seq/s | "
+            "int/this |") in out
     for name, why in run.skipped.items():
         assert f"  {name}: {why}" in out
+
+
+def test_the_mixed_case_times_packed_against_padded_batches(every_engine):
+    run, _ = every_engine
+    mixed = run.mixed
+    lengths = mixed.lengths()
+    assert mixed.windows == len(lengths) >= 6 and len(set(lengths)) > 2
+    assert [ids.shape[0] for ids, _, _ in mixed.batches][:-1] == [MIXED_BATCH] * (len(mixed.batches) - 1)
+    assert any(bool((mask == 0).any()) for _, _, mask in mixed.batches)      # some padded
+    by = {t.name: t for t in run.timings if (t.seq, t.batch) == MIXED}
+    assert by[model_bench.PADDED].status == by[model_bench.OURS].status == "ok"
+    # the same nodes (calibrated alike), so the same logits at every real token, packed or not
+    assert run.packed_same is True
+    assert by[model_bench.PADDED].logit_err == by[model_bench.OURS].logit_err
+    assert "packed batches off" in run.labels[model_bench.PADDED]
+    out = model_bench.format_model_table(run, "tiny")
+    block = out.split("\nmixed-length windows, batches of 3: ")[1].split("\n\n")[0].splitlines()
+    assert block[0].startswith(f"{mixed.windows} windows of 6 questions (built-in stories")
+    assert {line.split()[0] for line in block[2:-1]} == set(by)
+    packing = block[-1]
+    assert packing.startswith("  packed against padded: customcpu-int ") and packing.endswith(
+        "their int8 logits at every real token identical")
+    ratio = by[model_bench.PADDED].median / by[model_bench.OURS].median
+    assert f"x{ratio:.2f} the throughput" in packing
+
+
+def test_the_logit_check_compares_the_real_positions_only():
+    ref = (torch.tensor([[0.0, 4.0, -1e4]]), torch.tensor([[2.0, 0.0, -1e4]]))
+    real = torch.tensor([[True, True, False]])
+    t = model_bench.Timing("x", 3)
+    model_bench.check_logits("x", t, (torch.tensor([[0.0, 4.0, 7.0]]), ref[1]), ref, fp=True, real=real)
+    assert t.status == "ok" and t.logit_err == 0 and t.rel_err == 0
 
 
 def test_logits_beyond_the_tolerance_are_reported_not_timed():
@@ -135,7 +182,8 @@ def test_the_cli_names_the_machine_and_reuses_the_cached_exports(every_engine, c
     try:
         rc = main(["bench", "--config", "tiny", "--engines", "torch-fp32,customcpu-int,onnxruntime-int8",
                    "--seq", "32", "--batch", "2", "--batch-seq", "16", "--repeats", "1",
-                   "--calib", "20", "--cache-dir", str(cache), "--settle", "0", "--no-gemm"])
+                   "--calib", "20", "--cache-dir", str(cache), "--settle", "0", "--no-gemm",
+                   "--mixed", "6", "--mixed-batch", "3"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
@@ -147,6 +195,7 @@ def test_the_cli_names_the_machine_and_reuses_the_cached_exports(every_engine, c
         assert re.search(r"measured int8 peak \((avx512vnni|avx2) loop\): \d+ GOPS on \d+ threads", out)
     assert "'tiny' shapes (2 layers, hidden 64)" in out and "\nseq 32, batch 1\n" in out
     assert "\nseq 16, batch 2\n" in out and "onnxruntime-int8: ONNX Runtime" in out
+    assert "\nmixed-length windows, batches of 3: " in out
     # the rerun read the cached export back: same files, untouched
     assert {p: p.stat().st_mtime_ns for p in exports} == exports
 
@@ -161,9 +210,10 @@ def test_a_real_model_is_calibrated_on_the_stories(cache, capsys):
     engines = ["torch-fp32", "customcpu-int"] + (["openvino-int8"] if installed("openvino-int8") else [])
     threads = torch.get_num_threads()
     try:
-        rc = main(["bench", "--model", str(model_dir), "--engines", ",".join(engines), "--seq", "64",
-                   "--batch", "0", "--repeats", "1", "--calib", "8", "--cache-dir", str(cache),
-                   "--settle", "0", "--no-gemm"])
+        rc = main(["bench", "--model", str(model_dir), "--engines",
+                   ",".join(engines + [model_bench.PADDED]), "--seq", "64", "--batch", "0",
+                   "--repeats", "1", "--calib", "8", "--cache-dir", str(cache), "--settle", "0",
+                   "--no-gemm", "--mixed", "6", "--mixed-batch", "3"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
@@ -171,6 +221,9 @@ def test_a_real_model_is_calibrated_on_the_stories(cache, capsys):
     block = out.split("\nseq 64, batch 1\n")[1].split("\n\n")[0]
     assert [line.split()[0] for line in block.splitlines()[1:]] == engines
     assert "logits off" not in block and "failed" not in block
+    mixed = out.split("\nmixed-length windows, batches of 3: ")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in mixed.splitlines()[2:-1]] == engines + [model_bench.PADDED]
+    assert "logits off" not in mixed and mixed.endswith("at every real token identical")
     if "openvino-int8" in engines:      # the first 8 story windows of <= 128 tokens
         assert "ModelType.TRANSFORMER, 8 calibration windows" in out
 

@@ -64,6 +64,7 @@ class Engine:
     build: Callable       # Build -> (run, label)
     needs: tuple = ()     # importable modules it needs beyond torch
     fp: bool = False      # computes in floating point: held to the tighter logit tolerance
+    mixed_only: bool = False   # timed on the mixed-length case only (bertqa.bench.mixed)
 
 
 def missing(engine: Engine) -> list[str]:
@@ -287,6 +288,7 @@ ENGINES = {
     "customcpu-fp": Engine(_torch_side("customcpu-fp"), fp=True),
     "customcpu-int": Engine(_torch_side("customcpu-int")),
     "customcpu-int-sdpa": Engine(_torch_side("customcpu-int-sdpa")),
+    "customcpu-int-padded": Engine(_torch_side("customcpu-int-padded"), mixed_only=True),
     "onnxruntime-int8": Engine(build_ort_int8, ("onnx", "onnxruntime")),
     "onnxruntime-int8-opt": Engine(build_ort_int8_optimized, ("onnx", "onnxruntime")),
     "openvino-fp": Engine(build_ov_fp, ("onnx", "openvino"), fp=True),

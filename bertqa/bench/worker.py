@@ -10,8 +10,10 @@ thread counts to it as well. The timed region is the forward call inside the wor
 traffic); before it the worker sleeps `settle_s`, untimed (see bertqa.bench.model_bench).
 
 Requests: ('build', Build) -> ('ready', label, seconds) | ('error', reason), with ('log', line)
-messages before it; ('inputs', case, (ids, types, mask)) -> ('logits', start, end);
-('time', case, settle_s) -> ('ms', ms); ('stop',).
+messages before it; ('inputs', case, (ids, types, mask)) -> ('logits', start, end), or for a
+list of such batches (the mixed-length case, bertqa.bench.mixed) ('logits', [start], [end]),
+one forward per batch; ('time', case, settle_s) -> ('ms', ms), all of a case's forwards;
+('stop',).
 """
 from __future__ import annotations
 
@@ -37,6 +39,15 @@ def send(conn: Connection, msg) -> None:
 
 def recv(conn: Connection):
     return pickle.loads(conn.recv_bytes())
+
+
+def forward(run, inputs) -> tuple:
+    """run over one case's inputs: (start, end) for one batch, ([start], [end]) for a list."""
+    if isinstance(inputs, list):
+        outs = [forward(run, batch) for batch in inputs]
+        return [s for s, _ in outs], [e for _, e in outs]
+    start, end = run(*inputs)
+    return start.float(), end.float()
 
 
 def serve(conn) -> None:
@@ -68,13 +79,15 @@ def serve(conn) -> None:
             elif kind == "inputs":
                 inputs[msg[1]] = msg[2]
                 with torch.inference_mode():
-                    start, end = run(*msg[2])
-                send(conn, ("logits", start.float(), end.float()))
+                    start, end = forward(run, msg[2])
+                send(conn, ("logits", start, end))
             elif kind == "time":
                 time.sleep(msg[2])
+                case = inputs[msg[1]]
                 with torch.inference_mode():
                     t0 = time.perf_counter()
-                    run(*inputs[msg[1]])
+                    for batch in case if isinstance(case, list) else [case]:
+                        run(*batch)
                     ms = (time.perf_counter() - t0) * 1e3
                 send(conn, ("ms", ms))
         except Exception as e:                  # said to the parent, which reports it per engine

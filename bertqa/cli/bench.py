@@ -11,8 +11,8 @@ from bertqa.errors import BertQAError
 
 # bertqa.bench.peers.ENGINES, named here without importing torch (a test checks they agree)
 ENGINE_NAMES = ("torch-fp32", "torch-int8", "customcpu-fp", "customcpu-int", "customcpu-int-sdpa",
-                "onnxruntime-int8", "onnxruntime-int8-opt", "openvino-fp", "openvino-int8",
-                "torchao-int8")
+                "customcpu-int-padded", "onnxruntime-int8", "onnxruntime-int8-opt", "openvino-fp",
+                "openvino-int8", "torchao-int8")
 # model shapes: (layers, hidden, heads, intermediate); 'tiny' is for tests and smoke runs
 SIZES = {"large": (24, 1024, 16, 4096), "base": (12, 768, 12, 3072), "small": (4, 256, 4, 1024),
          "tiny": (2, 64, 2, 128)}
@@ -29,9 +29,17 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, metavar="DIR",
                    help="a checkpoint directory: its real weights instead of random ones, "
                         "calibrated on the built-in stories' windows")
-    p.add_argument("--seq", default="384,128", help="sequence lengths at batch 1, comma-separated")
+    p.add_argument("--seq", default="384,128",
+                   help="sequence lengths at batch 1, comma-separated ('none': no batch-1 case)")
     p.add_argument("--batch", type=int, default=8, help="the throughput case's batch (0: none)")
     p.add_argument("--batch-seq", type=int, default=128, help="the throughput case's sequence length")
+    p.add_argument("--mixed", type=int, default=32, metavar="N",
+                   help="the mixed-length case: the windows of N questions in padded batches, "
+                        "packed against padded (0: none)")
+    p.add_argument("--mixed-data", default=None, metavar="SQUAD.json",
+                   help="where the mixed case's questions come from: N spread over this SQuAD file "
+                        "(e.g. the eval file); default: the built-in stories")
+    p.add_argument("--mixed-batch", type=int, default=8, help="windows per batch in the mixed case")
     p.add_argument("--repeats", "--rounds", dest="repeats", type=int, default=3,
                    help="interleaved timed rounds")
     p.add_argument("--threads", type=int, default=None)
@@ -58,15 +66,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def _check(args) -> tuple[list[int], list[str]]:
     for flag, value, least in (("--threads", args.threads, 1), ("--layers", args.layers, 1),
                                ("--repeats", args.repeats, 1), ("--batch", args.batch, 0),
-                               ("--calib", args.calib, 1), ("--seed", args.seed, 0)):
+                               ("--calib", args.calib, 1), ("--seed", args.seed, 0),
+                               ("--mixed", args.mixed, 0), ("--mixed-batch", args.mixed_batch, 1)):
         if value is not None and value < least:
             raise BertQAError(f"{flag} must be >= {least}, got {value}")
     if not 0 <= args.settle <= 10:
         raise BertQAError(f"--settle must lie in 0..10 seconds, got {args.settle}")
     try:
-        seqs = [int(s) for s in args.seq.split(",")]
+        seqs = [] if args.seq.strip().lower() == "none" else [int(s) for s in args.seq.split(",")]
     except ValueError:
-        raise BertQAError(f"--seq takes comma-separated integers, got {args.seq!r}") from None
+        raise BertQAError(f"--seq takes comma-separated integers or 'none', got {args.seq!r}") from None
     if any(not 8 <= s <= 512 for s in seqs + [args.batch_seq]):
         raise BertQAError(f"--seq and --batch-seq must lie in 8..512, got {seqs} and {args.batch_seq}")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -77,6 +86,8 @@ def _check(args) -> tuple[list[int], list[str]]:
         raise BertQAError(f"unknown engine {', '.join(unknown) or '(none given)'}: --engines takes "
                           f"some of {', '.join(ENGINE_NAMES)}, or BACKEND-fp / BACKEND-int for a "
                           f"registered Linear backend ({', '.join(backend_names())})")
+    if not seqs and not args.batch and not args.mixed and not args.no_model:
+        raise BertQAError("--seq none, --batch 0 and --mixed 0 leave no case to time")
     return seqs, engines
 
 
@@ -124,13 +135,22 @@ def run_bench(args) -> int:
         name = {"large": "BERT-large", "base": "BERT-base"}.get(args.config, f"'{args.config}'")
         label = (f"{name} shapes ({config.num_hidden_layers} layers, hidden {hidden}), random "
                  f"weights (seed {args.seed})")
+    mixed = None
+    if args.mixed and not args.no_model:              # before the timings: a bad file fails fast
+        from bertqa.bench.mixed import mixed_case
+        from bertqa.model.loading import BUNDLED_DIR
+        try:
+            mixed = mixed_case(model_dir or BUNDLED_DIR, args.mixed, args.mixed_batch,
+                               args.mixed_data, min(384, config.max_window), config.vocab_size)
+        except ValueError as e:
+            raise BertQAError(f"--mixed: {e}") from None
     print(f"bertqa bench, 1-min load average {os.getloadavg()[0]:.1f}")
     print_machine(threads)
     if not args.no_model:
         cases = [(s, 1) for s in seqs] + ([(args.batch_seq, args.batch)] if args.batch else [])
         run = run_model_bench(config, cases, args.repeats, engines, threads, args.cache_dir,
                               calib=args.calib, seed=args.seed, settle_s=args.settle,
-                              model_dir=model_dir)
+                              model_dir=model_dir, mixed=mixed)
         print(format_model_table(run, label))
         print(f"1-min load average after: {os.getloadavg()[0]:.1f}")
     if not args.no_gemm:

@@ -9,6 +9,9 @@ The other encoder families (bertqa.model.families) are this model with three con
 type_vocab_size 0 (DistilBERT: no token-type embedding), positions_from_padding (RoBERTa and
 XLM-R count positions from pad_token_id + 1, pad tokens at pad_token_id) and embedding_size
 (ELECTRA: narrower embeddings, then an nn.Linear projection to hidden_size).
+
+A right-padded CPU batch runs packed: every layer on its real tokens only, attention per window
+(bertqa.model.packing; BertForQA.pack_batches turns it off).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bertqa.model.packing import Packing, eager_cpu, pack, right_padded_lengths
 
 
 @dataclass
@@ -102,8 +107,8 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(e, eps=c.layer_norm_eps)
         self.project = nn.Linear(e, c.hidden_size) if e != c.hidden_size else None
 
-    def forward(self, input_ids, token_type_ids):
-        # input_ids, token_type_ids: [B, S] -> [B, S, H]
+    def forward(self, input_ids, token_type_ids, packing: Packing | None = None):
+        # input_ids, token_type_ids: [B, S] -> [B, S, H]; packed: [1, T, H], real tokens only
         x = self.word(input_ids)
         if self.token_type is not None:
             if self.token_type.num_embeddings == 1:        # one type (RoBERTa): every token's
@@ -115,6 +120,8 @@ class Embeddings(nn.Module):
         else:
             x = x + self.position(torch.arange(input_ids.shape[1], device=input_ids.device))[None]
         x = self.norm(x)
+        if packing is not None:
+            x = packing.gather(x)                          # positions need [B, S]; the rest not
         return x if self.project is None else self.project(x)
 
 
@@ -134,12 +141,10 @@ def per_sequence(core, qkv: torch.Tensor, mask: torch.Tensor | None, heads: int)
     other devices (CUDA graphs), traced or compiled models, and masks that are not right padding
     take `core` over the whole batch."""
     b, s, h3 = qkv.shape
-    if (mask is None or b == 1 or qkv.device.type != "cpu" or torch.jit.is_tracing()
-            or torch.compiler.is_compiling()):
+    if mask is None or b == 1 or not eager_cpu(qkv):
         return core(qkv, mask, heads)
-    keep = mask.reshape(b, s) == 0
-    lengths = keep.sum(dim=1).tolist()
-    if not all(bool(keep[i, :n].all()) for i, n in enumerate(lengths)):
+    lengths = right_padded_lengths(mask.reshape(b, s) == 0)
+    if lengths is None:
         return core(qkv, mask, heads)
     out = qkv.new_zeros(b, s, h3 // 3)
     for i, n in enumerate(lengths):
@@ -168,9 +173,11 @@ class SelfAttention(nn.Module):
         self.core = sdpa_attention
         self.add_norm = add_norm
 
-    def forward(self, x, mask):
-        # x: [B, S, H]; mask: [B, 1, 1, S] additive (0 or a large negative)
-        ctx = per_sequence(self.core, self.qkv(x), mask, self.heads)
+    def forward(self, x, mask, packing: Packing | None = None):
+        # x: [B, S, H], or packed [1, T, H]; mask: [B, 1, 1, S] additive (0 or a large negative)
+        qkv = self.qkv(x)
+        ctx = (per_sequence(self.core, qkv, mask, self.heads) if packing is None
+               else packing.attention(self.core, qkv, mask, self.heads))
         return self.add_norm(x, self.out(ctx), self.norm)
 
 
@@ -194,16 +201,22 @@ class Layer(nn.Module):
         self.attention = SelfAttention(c)
         self.ffn = FeedForward(c)
 
-    def forward(self, x, mask):
-        return self.ffn(self.attention(x, mask))
+    def forward(self, x, mask, packing: Packing | None = None):
+        return self.ffn(self.attention(x, mask, packing))
 
 
 class BertForQA(nn.Module):
-    """input_ids, token_type_ids, attention_mask: [B, S] -> (start_logits, end_logits): [B, S]."""
+    """input_ids, token_type_ids, attention_mask: [B, S] -> (start_logits, end_logits): [B, S].
+
+    pack_batches (default True): a right-padded batch on the CPU, run eagerly, goes through the
+    layers as its real tokens only (bertqa.model.packing); its padded positions' logits are then
+    packing.PADDED_LOGIT. False, or a batch that does not pack (nothing padded, another device,
+    traced, compiled): the padded batch, whose padded positions' logits mean nothing either."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
+        self.pack_batches = True
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
@@ -211,15 +224,18 @@ class BertForQA(nn.Module):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)
+        packing = pack(attention_mask) if self.pack_batches else None
+        x = self.embeddings(input_ids, token_type_ids, packing)        # [B, S, H] or [1, T, H]
         mask = None
         if attention_mask is not None:
             # [B, S] 1/0 -> [B, 1, 1, S] additive, as transformers does (finfo.min, not -inf,
             # so that a fully masked row stays finite)
             mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         for layer in self.layers:
-            x = layer(x, mask)
-        logits = self.qa_outputs(x)                                    # [B, S, 2]
+            x = layer(x, mask, packing)
+        logits = self.qa_outputs(x)                                    # [B, S, 2] or [1, T, 2]
+        if packing is not None:
+            logits = packing.scatter(logits)                           # [B, S, 2]
         return logits[..., 0], logits[..., 1]
 
     def set_host_kernels(self, attention=None, residual_norm=None) -> None:
