@@ -340,35 +340,6 @@ def test_contention_guard_runs_one_thread_with_the_same_results(monkeypatch):
         native.set_threads(threads)
 
 
-@needs_native
-def test_torch_regions_follow_the_episodes_of_the_thread_that_computes():
-    """During an episode the computing thread's own OpenMP count is 1 (torch's regions between
-    the native calls run serial too), and its count comes back after; other threads keep
-    theirs. Done in a worker thread with its own count, so the main thread's stays as it is."""
-    import threading
-    nat, seen = native.extension(), {}
-    main_threads = torch.get_num_threads()
-
-    def work():
-        native.set_thread_threads(2)
-        y = torch.randn(64, 256)
-        seen["before"] = torch.get_num_threads()
-        nat.thread_guard(True, 30.0)
-        native.native_gelu(y)                         # a native call: it sees the episode
-        seen["during"] = (torch.get_num_threads(), nat.threads_now())
-        nat.thread_guard(True, 0)
-        native.native_gelu(y)
-        seen["after"] = (torch.get_num_threads(), nat.threads_now())
-    try:
-        t = threading.Thread(target=work)
-        t.start()
-        t.join(60)
-    finally:
-        nat.thread_guard(True, 0)
-    assert seen == {"before": 2, "during": (1, 1), "after": (2, 2)}, seen
-    assert torch.get_num_threads() == main_threads
-
-
 def test_contention_guard_can_be_turned_off_by_environment(tmp_path):
     import subprocess
     import sys
