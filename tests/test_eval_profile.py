@@ -127,3 +127,25 @@ def test_first_layer_note_only_where_layer_0_stands_out_with_threads():
     assert first_layer_note(slow, threads=1) is None
     even = SimpleNamespace(linears=names, seconds=dict(zip(names, [0.012, 0.01, 0.01, 0.012])))
     assert first_layer_note(even, threads=2) is None
+
+
+def test_profiler_counts_each_linear_layers_multiply_adds():
+    """M * K * N per call, M all rows of the input: what the GOPS and %-of-peak lines divide."""
+    import torch
+    from torch import nn
+
+    from bertqa.bench.profile import ForwardProfiler
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.act, self.down = nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.down(self.act(self.up(x)))
+    model = Two()
+    with ForwardProfiler(model) as prof:
+        model(torch.randn(2, 5, 4))
+        model(torch.randn(1, 7, 4))
+    rows = prof.summary()["linear"]
+    assert rows["up"]["macs"] == (10 + 7) * 4 * 3 and rows["down"]["macs"] == (10 + 7) * 3 * 2

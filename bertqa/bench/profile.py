@@ -58,12 +58,14 @@ class ForwardProfiler:
         self.sync = sync
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.macs: dict[str, int] = defaultdict(int)          # Linear name -> multiply-adds
         self.linears = [n for n, m in model.named_modules() if is_linear(m)]
         self.attention = [n for n, m in model.named_modules() if is_attention(m)]
         # timed as themselves: activations, and the model's top-level children that are
         # neither Linear layers nor the list of layers (embeddings)
-        self.others = [n for n, m in model.named_modules() if isinstance(m, ACTIVATIONS)] + \
-            [n for n, m in model.named_children() if not is_linear(m) and not isinstance(m, nn.ModuleList)]
+        self.others = list(dict.fromkeys(                  # an activation may be a top-level child
+            [n for n, m in model.named_modules() if isinstance(m, ACTIVATIONS)] +
+            [n for n, m in model.named_children() if not is_linear(m) and not isinstance(m, nn.ModuleList)]))
         self.host = list(host_kernels(model))             # (path, module, attribute, function)
         self.host_seconds: dict[str, float] = defaultdict(float)   # 'path.attribute' -> s
         self.host_calls: dict[str, int] = defaultdict(int)
@@ -79,9 +81,12 @@ class ForwardProfiler:
         def before(_module, _args):
             self._start[name] = self._clock()
 
-        def after(_module, _args, _output):
+        def after(_module, args, output):
             self.seconds[name] += self._clock() - self._start.pop(name)
             self.calls[name] += 1
+            if name in self._linear_names and args and hasattr(args[0], "shape"):
+                k = args[0].shape[-1]                        # [.., K] -> [.., N]: M * K * N
+                self.macs[name] += args[0].numel() // max(1, k) * k * output.shape[-1]
         self._handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
 
     def _wrap(self, key: str, fn):
@@ -95,6 +100,7 @@ class ForwardProfiler:
         return timed
 
     def __enter__(self) -> "ForwardProfiler":
+        self._linear_names = set(self.linears)
         modules = dict(self.model.named_modules())
         for name in ["", *self.linears, *self.attention, *self.others]:
             self._hook(name, modules[name])
@@ -120,9 +126,10 @@ class ForwardProfiler:
         by_type: dict[str, dict] = {}
         for name in self.linears:
             row = by_type.setdefault(layer_type(name), {"seconds": 0.0, "calls": 0, "backend": None,
-                                                        "parts": defaultdict(float)})
+                                                        "parts": defaultdict(float), "macs": 0})
             row["seconds"] += self.seconds[name]
             row["calls"] += self.calls[name]
+            row["macs"] += self.macs[name]
             node = nodes.get(name)
             if node is not None and self.sync is None:
                 row["backend"] = (row["backend"] or 0.0) + node.stats.seconds
@@ -200,8 +207,13 @@ def profile_questions(qa, pairs: Sequence[tuple[str, str]], warmup: int = WARMUP
     finally:
         qa.pipeline.model = graphed
     note = first_layer_note(prof, qa.threads)
-    return {**prof.summary(), "total": total, "questions": len(pairs), "labels": host_labels(qa),
-            "notes": notes + ([note] if note else [])}
+    summary = prof.summary()
+    peak = None
+    if any(row["parts"].get("gemm") for row in summary["linear"].values()):
+        from bertqa.bench.machine import measure_int8_peak
+        peak = measure_int8_peak(qa.threads)             # after the questions, not between them
+    return {**summary, "total": total, "questions": len(pairs), "labels": host_labels(qa),
+            "peak": peak, "notes": notes + ([note] if note else [])}
 
 
 def first_layer_note(prof: ForwardProfiler, threads: int) -> str | None:
@@ -237,13 +249,28 @@ def format_profile(summary: dict) -> str:
     def add(label: str, seconds: float, calls: int | str = "") -> None:
         lines.append(f"{label:64} {seconds * 1e3:10.1f} {100 * seconds / total:6.1f}% {calls:>7}")
 
+    peak = summary.get("peak")
+
+    def gops(macs: int, seconds: float) -> str:
+        if not seconds or not macs:
+            return ""
+        rate = 2 * macs / seconds / 1e9
+        return f"{rate:.0f} GOPS" + (f", {100 * rate / peak['gops']:.0f}% of peak" if peak else "")
+
     for kind, row in summary["linear"].items():
         add(f"Linear {kind}", row["seconds"], row["calls"])
         if row["backend"] is not None:
             add("    in the backend", row["backend"])
         for part, s in sorted(row["parts"].items()):
-            add(f"      {part}", s)
+            add(f"      {part}" + (f" ({gops(row.get('macs', 0), s)})" if part == "gemm" else ""), s)
     add("Linear, all layers", summary["linear_total"])
+    macs = sum(row.get("macs", 0) for row in summary["linear"].values())
+    gemm = sum(row["parts"].get("gemm", 0.0) for row in summary["linear"].values())
+    if gemm and macs:
+        lines.append(f"int8 GEMMs (with their fused epilogues) inside the model: {2 * macs / 1e9:.2f} "
+                     f"GOP in {gemm * 1e3:.1f} ms = {gops(macs, gemm)}" +
+                     (f" ({peak['isa']} multiply-add loop, {peak['gops']:.0f} GOPS on {peak['threads']} "
+                      f"threads, measured after the questions)" if peak else ""))
     labels = summary.get("labels", {})
     for attr, row in summary.get("host", {}).items():
         role = HOST_ROLES.get(attr, attr)
