@@ -64,9 +64,8 @@ def set_threads(n: int) -> None:
 
 def set_thread_threads(n: int) -> bool:
     """Threads for the work started from the calling thread alone: the native kernels and
-    torch's OpenMP regions (the thread's own OpenMP setting); other threads keep theirs. So that
-    two model workers of a server each take one of two cores instead of both asking for two.
-    False, changing nothing, where the extension is not built (torch has no per-thread count:
+    torch's OpenMP regions (the thread's own OpenMP setting); other threads keep theirs: e.g.
+    two callers on one core each (a direct reference of bertqa.bench.load_serve). False, changing nothing, where the extension is not built (torch has no per-thread count:
     its set_num_threads would change every thread's)."""
     assert n >= 1, f"threads must be >= 1, got {n}"
     if unavailable() is not None:

@@ -1,4 +1,5 @@
-"""Dynamic batching: requests queue here; one worker thread runs them through the model together.
+"""Dynamic batching: requests queue here; inference worker threads (see Batcher) run them
+through the model together.
 
 A batch starts with the oldest waiting request and takes the following ones, in order, while
 their windows fit in max_batch; it leaves when full, when the next request does not fit, or
@@ -101,8 +102,7 @@ class Batcher:
     pass of a few windows does not keep two threads busy (small GEMMs, softmax and LayerNorm
     wait at barriers) and its tokens' decoding is Python, so two passes side by side fill the
     cores better (docs/serve.md: measured, one CPU thread per worker did worse than all of them
-    for each). Answers never depend on the worker (the kernels' results do not depend on
-    their threads; docs/quantization.md)."""
+    for each). Answers never depend on the worker (tests/test_serve_unit.py)."""
 
     def __init__(self, pipeline: QAPipeline, max_batch: int, max_wait_s: float, max_queue: int,
                  metrics: ServeMetrics, max_tokens: int | None = None, workers: int = 1):
