@@ -53,6 +53,7 @@ TIERS = {
         "test_eval_profile.py::test_profile_warms_up_and_names_the_kernels_that_run",
         "test_serve_unit.py::test_batcher_answers_each_request_with_its_own_options",
         "test_serve_unit.py::test_two_workers_give_the_answers_of_one",
+        "test_serve_unit.py::test_a_batch_leaves_at_once_while_another_worker_is_idle",
         "test_streaming.py::test_bundled_model_streams_to_the_same_answers",
     ],
     "ray": ["test_ray_batch.py", "test_ray_bench.py", "test_ray_serve.py", "test_ray_unit.py"],

@@ -213,3 +213,31 @@ def test_two_workers_give_the_answers_of_one(qa_fp, stories):
         return [[(a.text, a.start, a.end, round(a.score, 6)) for a in r[0]] for r in got]
 
     assert answers(2) == answers(1)
+
+
+def test_a_batch_leaves_at_once_while_another_worker_is_idle(qa_fp, stories):
+    """max_wait keeps a lone worker's batch open for company; with a second worker idle the
+    batch leaves at once (the idle worker takes whatever comes next)."""
+    import time
+
+    from bertqa.serve.batcher import Batcher
+
+    def first_answer_seconds(workers):
+        batcher = Batcher(qa_fp.pipeline, max_batch=4, max_wait_s=3.0, max_queue=16,
+                          metrics=ServeMetrics(), workers=workers)
+
+        async def run():
+            _, jobs = make_jobs(qa_fp, stories, asyncio.get_running_loop())
+            batcher.start()
+            await asyncio.sleep(0.2)                                # every worker waiting
+            t0 = jobs[0].enqueued = time.perf_counter()             # max_wait counts from here
+            batcher.submit(jobs[0])
+            await asyncio.wait_for(jobs[0].future, 60)
+            return time.perf_counter() - t0
+        try:
+            return asyncio.run(run())
+        finally:
+            batcher.close(10)
+
+    assert first_answer_seconds(1) >= 2.9                           # waited out max_wait
+    assert first_answer_seconds(2) < 1.5                            # one window's forward

@@ -102,7 +102,9 @@ class Batcher:
     pass of a few windows does not keep two threads busy (small GEMMs, softmax and LayerNorm
     wait at barriers) and its tokens' decoding is Python, so two passes side by side fill the
     cores better (docs/serve.md: measured, one CPU thread per worker did worse than all of them
-    for each). Answers never depend on the worker (tests/test_serve_unit.py)."""
+    for each). A batch waits for company (max_wait) only while no other worker is idle: an
+    idle one would take the next request at once, so waiting would only leave a core unused.
+    Answers never depend on the worker (tests/test_serve_unit.py)."""
 
     def __init__(self, pipeline: QAPipeline, max_batch: int, max_wait_s: float, max_queue: int,
                  metrics: ServeMetrics, max_tokens: int | None = None, workers: int = 1):
@@ -115,6 +117,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closing = False
         self._waiting = 0                               # tickets out: admitted, not yet in a batch
+        self._idle = 0                                  # workers waiting for a first request
         self._threads = [threading.Thread(target=self._work, name=f"bertqa-batcher-{k}", daemon=True)
                          for k in range(workers)]
 
@@ -205,7 +208,11 @@ class Batcher:
                     break
                 if self._closing:
                     return None
-                self._cond.wait()
+                self._idle += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._idle -= 1
             batch, size = [first], len(first.windows)
             deadline = first.enqueued + self.max_wait_s
             while size < self.max_batch:
@@ -219,8 +226,8 @@ class Batcher:
                     size += len(job.windows)
                     continue
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0 or self._closing:
-                    break
+                if remaining <= 0 or self._closing or self._idle:
+                    break                               # an idle worker takes what comes next
                 self._cond.wait(remaining)
             return batch
 
