@@ -7,7 +7,7 @@
 First the direct API: the model loaded here, `QAModel.answer` called in a loop from 1, 2 and 4
 worker threads, and from one thread per CPU thread with one CPU thread each
 (`bertqa.native.set_thread_threads(1)`), and `answer_batch` of 16 pairs from one thread; the
-best of these is the reference. Then a `bertqa serve` subprocess (this script with
+best of these five is the reference. Then a `bertqa serve` subprocess (this script with
 --serve-only, on a free loopback port) with its default workers and batching on (--max-batch
 16) and off (--max-batch 1), and with one worker and batching on, each under 8-64 closed-loop
 clients: each client sends its next question when the last is answered, over one
@@ -222,11 +222,11 @@ def main() -> int:
     if qa.threads > 1:
         ways[f"answer() from {qa.threads} threads, 1 CPU thread each"] = (qa.threads, 1)
     direct = {way: direct_qps(qa, pairs, t, args.seconds, share) for way, (t, share) in ways.items()}
+    direct["answer_batch(16) from 1 thread"] = batch_qps(qa, pairs, 16, args.seconds)
     best_way = max(direct, key=direct.get)
     best = direct[best_way]
     for way, q in direct.items():
         print(f"direct: {way}: {q:.1f} questions/s")
-    print(f"direct: answer_batch(16) from 1 thread: {batch_qps(qa, pairs, 16, args.seconds):.1f} questions/s")
     print(f"best direct: {best:.1f} questions/s ({best_way})\n")
     qa_threads = qa.threads
     del qa
