@@ -16,7 +16,6 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 NEIGHBOUR = "while True: pass"          # one busy-looping process: a core taken from the model
@@ -31,19 +30,12 @@ def rate(qa, pairs, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def rate_in_worker(qa, pairs, seconds: float) -> float:
-    out = []
-    t = threading.Thread(target=lambda: out.append(rate(qa, pairs, seconds)), name="bertqa-bench-worker")
-    t.start()
-    t.join()
-    return out[0]
-
-
 def measure(qa, pairs, seconds: float, rounds: int) -> dict:
     """{(load, caller): [questions/s per round]} for load idle/loaded and caller main/worker,
     the four interleaved in every round."""
     runs = {(load, caller): [] for load in ("idle", "loaded") for caller in ("main", "worker")}
-    callers = {"main": rate, "worker": rate_in_worker}
+    from bertqa.bench.load_serve import direct_qps
+    callers = {"main": rate, "worker": lambda qa, pairs, seconds: direct_qps(qa, pairs, 1, seconds)}
     rate(qa, pairs, min(1.0, seconds))                    # warm up: allocations, pools
     for _ in range(rounds):
         for load in ("idle", "loaded"):

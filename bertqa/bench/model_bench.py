@@ -214,6 +214,7 @@ def run_model_bench(config: BertConfig | None = None, cases=DEFAULT_CASES, round
             raise RuntimeError(f"the reference {REFERENCE} did not build: {skipped.get(REFERENCE)}")
         timed = [e for e in wanted if e in labels]
         timings = {}
+        real = mixed.real() if mixed is not None else None     # where the mixed case is compared
         for case in cases:
             seq, batch = case
             ref = logits(procs[REFERENCE].request("inputs", case, inputs[case]), case)
@@ -226,7 +227,7 @@ def run_model_bench(config: BertConfig | None = None, cases=DEFAULT_CASES, round
                     t.status = f"failed to run: {reply[1]}"
                     continue
                 got = logits(reply, case)
-                check_logits(e, t, got, ref, engine(e).fp, mixed.real() if seq == MIXED else None)
+                check_logits(e, t, got, ref, engine(e).fp, real if seq == MIXED else None)
                 if seq == MIXED:
                     mixed_logits[e] = got
                 if t.status == "ok":                            # a second warm-up, untimed
@@ -303,8 +304,8 @@ def format_model_table(run: BenchRun, config_label: str) -> str:
                          f"{_ratio(t.median, fp32.median) if fp32 else '-':>7} "
                          f"{_ratio(ours.median, t.median) if ours else '-':>8} "
                          f"{_ratio(ours.fastest, t.fastest) if ours else '-':>9} {check}")
-        if seq == MIXED and packing_line(run):
-            lines.append(packing_line(run))
+        if seq == MIXED and (line := packing_line(run)):
+            lines.append(line)
     lines.append("\nsummary (median ms; batch > 1: sequences/s; int/this as above, median to median)")
     head = " | ".join(f"mixed, batches of {b}, seq/s" if s == MIXED else f"seq {s} ms" if b == 1
                       else f"batch {b} x seq {s}, seq/s" for s, b in cases)

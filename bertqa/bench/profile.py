@@ -60,6 +60,7 @@ class ForwardProfiler:
         self.calls: dict[str, int] = defaultdict(int)
         self.macs: dict[str, int] = defaultdict(int)          # Linear name -> multiply-adds
         self.linears = [n for n, m in model.named_modules() if is_linear(m)]
+        self._linear_names = set(self.linears)
         self.attention = [n for n, m in model.named_modules() if is_attention(m)]
         # timed as themselves: activations, and the model's top-level children that are
         # neither Linear layers nor the list of layers (embeddings)
@@ -100,7 +101,6 @@ class ForwardProfiler:
         return timed
 
     def __enter__(self) -> "ForwardProfiler":
-        self._linear_names = set(self.linears)
         modules = dict(self.model.named_modules())
         for name in ["", *self.linears, *self.attention, *self.others]:
             self._hook(name, modules[name])
