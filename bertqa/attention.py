@@ -8,6 +8,8 @@ SDPA alone is about a third of an int8 forward, so the int8 targets use native k
 
     attention      Q, K, V and the probabilities rounded to bf16 (AVX512-BF16), fp32 accumulation
                    and softmax. Not part of docs/quantization.md; README gives its EM/F1 next to fp32's.
+                   Where the CPU lacks AVX512-BF16: fp32 throughout on AVX2
+                   (csrc/attention_fp32.cpp), a few fp32 ulps from PyTorch's SDPA.
     residual norm  LayerNorm(x + y) in one pass per row, fp32 (a few ulps from PyTorch's).
     GELU           the native erf GELU (~3e-7 relative), fused into customcpu's GEMM epilogue
                    and applied on the host by cpu-reference and aie (backend option gelu, which
@@ -28,9 +30,10 @@ import torch
 from bertqa import native
 from bertqa.errors import TargetUnavailable
 
-MODES = ("auto", "fp32", "bf16")
+MODES = ("auto", "fp32", "bf16", "fp32-native")
 FP32_LABEL = "fp32 (PyTorch SDPA)"
 BF16_LABEL = "bf16 (native AVX512-BF16 kernel)"
+FP32_NATIVE_LABEL = "fp32 (native AVX2 kernel)"
 NATIVE_NORM = "native add+LayerNorm"
 
 
@@ -47,14 +50,32 @@ def bf16_unavailable() -> str | None:
     return why
 
 
-def bf16_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
-    """The native kernel with SelfAttention's core signature: qkv [B, S, 3H] -> [B, S, H]."""
+def fp32_native_unavailable() -> str | None:
+    """Why the native fp32 attention cannot run here, or None."""
+    why = native_unavailable()
+    if why is None and not native.extension().attention_fp32_supported():
+        why = "this CPU lacks AVX2 and FMA"
+    return why
+
+
+def _native_attention(kernel: str, qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+    """A native kernel with SelfAttention's core signature: qkv [B, S, 3H] -> [B, S, H]."""
     b, s, h3 = qkv.shape
     x = _fp32_rows(qkv)
     bias = None if mask is None else mask.reshape(b, s).to(torch.float32).contiguous().numpy()
     out = torch.empty(b * s, h3 // 3, dtype=torch.float32)
-    native.extension().attention_bf16(x.numpy(), bias, b, heads, (h3 // (3 * heads)) ** -0.5, out.numpy())
+    getattr(native.extension(), kernel)(x.numpy(), bias, b, heads, (h3 // (3 * heads)) ** -0.5, out.numpy())
     return out.view(b, s, h3 // 3).to(qkv.dtype)
+
+
+def bf16_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+    """The native bf16 kernel (AVX512-BF16)."""
+    return _native_attention("attention_bf16", qkv, mask, heads)
+
+
+def fp32_native_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+    """The native fp32 kernel (AVX2)."""
+    return _native_attention("attention_fp32", qkv, mask, heads)
 
 
 def native_add_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
@@ -87,6 +108,11 @@ class HostKernels:
         """Whether native host kernels run (the residual norm at least)."""
         return self.residual_norm is not None
 
+    @property
+    def whole_layer(self) -> bool:
+        """Whether every non-Linear kernel of a layer is native (attention and residual norm)."""
+        return self.attention is not None and self.residual_norm is not None
+
 
 def choose(mode: str | None, precision: str, device: str = "cpu",
            native_by_default: bool = False) -> HostKernels:
@@ -103,16 +129,22 @@ def choose(mode: str | None, precision: str, device: str = "cpu",
         if mode == "bf16":
             raise TargetUnavailable(f"--attention bf16 cannot run here: the model runs on {device}")
         return pytorch
-    if mode == "bf16":
-        why = bf16_unavailable()
-        if why:
-            raise TargetUnavailable(f"--attention bf16 cannot run here: {why}")
-        return HostKernels(bf16_attention, native_add_norm, f"{BF16_LABEL}, {NATIVE_NORM}")
+    bf16 = HostKernels(bf16_attention, native_add_norm, f"{BF16_LABEL}, {NATIVE_NORM}")
+    fp32 = HostKernels(fp32_native_attention, native_add_norm, f"{FP32_NATIVE_LABEL}, {NATIVE_NORM}")
+    for name, kernels, unavailable in (("bf16", bf16, bf16_unavailable),
+                                       ("fp32-native", fp32, fp32_native_unavailable)):
+        if mode == name:
+            why = unavailable()
+            if why:
+                raise TargetUnavailable(f"--attention {name} cannot run here: {why}")
+            return kernels
     if not native_by_default or precision != "int" or native_unavailable():
         return pytorch
-    if bf16_unavailable():
-        return HostKernels(None, native_add_norm, f"{FP32_LABEL}, {NATIVE_NORM}")
-    return HostKernels(bf16_attention, native_add_norm, f"{BF16_LABEL}, {NATIVE_NORM}")
+    if not bf16_unavailable():
+        return bf16
+    if not fp32_native_unavailable():
+        return fp32
+    return HostKernels(None, native_add_norm, f"{FP32_LABEL}, {NATIVE_NORM}")
 
 
 def install(model: torch.nn.Module, kernels: HostKernels) -> str:

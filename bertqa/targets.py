@@ -26,7 +26,7 @@ from typing import Callable
 
 from torch import nn
 
-from bertqa import attention as host_attention
+from bertqa import attention as host_attention, native
 from bertqa.backends import REGISTRY, load_backend
 from bertqa.errors import TargetUnavailable
 from bertqa.quant import QuantSpec, custom_nodes, flush_stats, quantize_model
@@ -170,6 +170,8 @@ def prepare_target(model: nn.Module, target: str, precision: str, spec: QuantSpe
     spec = (spec or QuantSpec.default()) if precision == "int" else None
     att = host_attention.install(model, kernels)
     (nodes or from_weights)(model, precision, chosen, spec, calibrate, fuse_gelu)
+    if precision == "int" and kernels.whole_layer and chosen.native_pool and hasattr(model, "set_forward_scope"):
+        model.set_forward_scope(native.torch_on_caller)   # nothing heavy left on torch's threads
     model = chosen.finish_model(model)                         # e.g. to the GPU, CUDA graphs
     label = chosen.describe() + ("" if precision == "int" else f", {chosen.fp_compute} compute")
     return Prepared(model, target, precision, label, spec, notes, device=row.device, attention=att)

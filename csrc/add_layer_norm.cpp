@@ -13,9 +13,7 @@
 
 #include "simd.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "thread_pool.h"
 
 namespace bertqa {
 namespace {
@@ -84,8 +82,11 @@ void add_layer_norm(const float* x, const float* y, const float* gamma, const fl
   static const bool avx512 = has_avx512();
   const auto row = avx512 && !portable ? row_avx512 : row_portable;
   const bool parallel = nthreads > 1 && M * N >= (1 << 15);
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (parallel)
-  for (int64_t m = 0; m < M; ++m) row(x + m * N, y + m * N, gamma, beta, eps, N, out + m * N);
+  run_team(parallel ? nthreads : 1, [&](const Team& team) {
+    int64_t begin, end;
+    team.share(M, &begin, &end);
+    for (int64_t m = begin; m < end; ++m) row(x + m * N, y + m * N, gamma, beta, eps, N, out + m * N);
+  });
 }
 
 }  // namespace bertqa

@@ -12,7 +12,7 @@
 // at columns h*d .. h*d+d-1 of each third (the model's fused QKV Linear output, as is);
 // key_bias [B, S] additive fp32 (0 or a large negative for padding) or null; out [B*S, H].
 //
-// Work, per batch, in one OpenMP region: a packing pass over the tokens (each thread a range of
+// Work, per batch, in one region of the native pool (thread_pool.h): a packing pass over the tokens (each thread a range of
 // them, every head, rows read front to back) to bf16 Q, K and V in 32-bit words of bf16 pairs
 // (what vdpbf16ps reduces), then the heads (dynamic): K transposed to [key block of 64][d pair]
 // [64 keys], then blocks of 6 query rows: scores for all keys in a 6 x 64 register tile, softmax
@@ -22,6 +22,7 @@
 #include "attention_bf16.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -32,9 +33,7 @@
 #include "simd.h"
 #include "vec_gelu.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "thread_pool.h"
 
 namespace bertqa {
 namespace {
@@ -310,15 +309,16 @@ void attention_bf16(const float* qkv, const float* key_bias, int64_t B, int64_t 
     std::memset(pk.q + h * qs + S * pairs, 0, size_t((Sq - S) * pairs) * 4);
   for (int64_t b = 0; b < B; ++b) {
     const float* x = qkv + b * S * ldx;
-#pragma omp parallel num_threads(nthreads) if (parallel)
-    {
-#pragma omp for schedule(static)
-      for (int64_t j = 0; j < sh.Sk / 2; ++j) pack_token_pair(x, ldx, j, heads, sh, scale, pk);
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t h = 0; h < heads; ++h)
+    std::atomic<int64_t> next_head{0};
+    run_team(parallel ? nthreads : 1, [&](const Team& team) {
+      int64_t begin, end;
+      team.share(sh.Sk / 2, &begin, &end);
+      for (int64_t j = begin; j < end; ++j) pack_token_pair(x, ldx, j, heads, sh, scale, pk);
+      team.barrier();
+      for (int64_t h; (h = next_head.fetch_add(1, std::memory_order_relaxed)) < heads;)
         attend_head(pk.q + h * qs, pk.krows + h * ks, pk.v + h * vs,
                     bias.data() + b * sh.Sk, sh, out + b * S * sh.H + h * d, sh.H);
-    }
+    });
   }
 }
 

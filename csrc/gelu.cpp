@@ -13,9 +13,7 @@
 #include "int8_linear.h"
 #include "vec_gelu.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "thread_pool.h"
 
 namespace bertqa {
 namespace {
@@ -52,8 +50,11 @@ void gelu_inplace(float* y, int64_t n, const std::string& isa, int nthreads) {
   else throw std::invalid_argument("unknown ISA path '" + isa + "' (avx512vnni, avx2, scalar)");
   constexpr int64_t kChunk = 1 << 14;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) range(y + c * kChunk, std::min(kChunk, n - c * kChunk));
+  run_team(chunks > 1 ? nthreads : 1, [&](const Team& team) {
+    int64_t begin, end;
+    team.share(chunks, &begin, &end);
+    for (int64_t c = begin; c < end; ++c) range(y + c * kChunk, std::min(kChunk, n - c * kChunk));
+  });
 }
 
 }  // namespace bertqa

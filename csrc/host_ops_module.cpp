@@ -1,5 +1,5 @@
 // host_ops_module.cpp: the Python bindings of the host-side kernels around the int8 Linears,
-// attention_bf16, add_layer_norm and gelu (registered by int8_linear_module.cpp into bertqa._native):
+// attention_bf16, attention_fp32, add_layer_norm and gelu (registered by int8_linear_module.cpp into bertqa._native):
 // zero-copy over C-contiguous fp32 NumPy arrays, GIL released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -9,6 +9,7 @@
 
 #include "add_layer_norm.h"
 #include "attention_bf16.h"
+#include "attention_fp32.h"
 #include "gelu.h"
 #include "thread_runtime.h"
 
@@ -19,9 +20,12 @@ namespace {
 
 using FloatArray = py::array_t<float, py::array::c_style>;
 
-// out [B*S, H] <- attention of qkv [B*S, 3H]; key_bias: None or [B, S].
-void attention(FloatArray qkv, py::object key_bias, int64_t batch, int64_t heads, float scale,
-               FloatArray out) {
+using AttentionKernel = void (*)(const float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                                float, float*, int);
+
+// out [B*S, H] <- attention of qkv [B*S, 3H] by `kernel`; key_bias: None or [B, S].
+void attention(AttentionKernel kernel, FloatArray qkv, py::object key_bias, int64_t batch,
+               int64_t heads, float scale, FloatArray out) {
   if (qkv.ndim() != 2 || batch < 1 || heads < 1 || qkv.shape(0) % batch || qkv.shape(1) % (3 * heads))
     throw std::invalid_argument("qkv must be [batch * seq, 3 * heads * head_size] fp32");
   const int64_t S = qkv.shape(0) / batch, H = qkv.shape(1) / 3, d = H / heads;
@@ -36,7 +40,7 @@ void attention(FloatArray qkv, py::object key_bias, int64_t batch, int64_t heads
     bias = kb.data();
   }
   py::gil_scoped_release release;
-  attention_bf16(qkv.data(), bias, batch, S, heads, d, scale, out.mutable_data(), threads_now());
+  kernel(qkv.data(), bias, batch, S, heads, d, scale, out.mutable_data(), threads_now());
 }
 
 // out [M, N] <- LayerNorm(x + y) * gamma + beta; out may be x or y.
@@ -66,11 +70,24 @@ void gelu(FloatArray y, const std::string& isa) {
 }  // namespace
 
 void register_host_ops(py::module_& m) {
-  m.def("attention_bf16", &attention, py::arg("qkv").noconvert(), py::arg("key_bias"),
+  m.def("attention_bf16",
+        [](FloatArray qkv, py::object bias, int64_t batch, int64_t heads, float scale, FloatArray out) {
+          attention(attention_bf16, qkv, bias, batch, heads, scale, out);
+        },
+        py::arg("qkv").noconvert(), py::arg("key_bias"),
         py::arg("batch"), py::arg("heads"), py::arg("scale"), py::arg("out").noconvert(),
         "BERT self-attention on AVX512-BF16: out <- softmax(scale Q K^T + key_bias) V.");
   m.def("attention_bf16_supported", &attention_bf16_supported,
         "Whether this CPU has AVX512-BF16 (and the AVX-512 subsets attention_bf16 uses).");
+  m.def("attention_fp32",
+        [](FloatArray qkv, py::object bias, int64_t batch, int64_t heads, float scale, FloatArray out) {
+          attention(attention_fp32, qkv, bias, batch, heads, scale, out);
+        },
+        py::arg("qkv").noconvert(), py::arg("key_bias"), py::arg("batch"), py::arg("heads"),
+        py::arg("scale"), py::arg("out").noconvert(),
+        "BERT self-attention in fp32 on AVX2: out <- softmax(scale Q K^T + key_bias) V.");
+  m.def("attention_fp32_supported", &attention_fp32_supported,
+        "Whether this CPU has AVX2 and FMA (what attention_fp32 uses).");
   m.def("add_layer_norm", &add_norm, py::arg("x").noconvert(), py::arg("y").noconvert(),
         py::arg("gamma").noconvert(), py::arg("beta").noconvert(), py::arg("eps"),
         py::arg("out").noconvert(), py::arg("portable") = false,

@@ -30,10 +30,11 @@
 //                            88-94% of the vpdpbusd peak (~465 GOPS per core).
 //   int8_peak.cpp            tight vpdpbusd / vpmaddwd loops: the peak the GEMM is judged by.
 //
-// Threads: one OpenMP region per call: max|x| per row (and, for per-row scales, the quantized
-// row), a barrier, the quantized rows for a per-tensor scale and a barrier, then GEMM tiles
-// claimed in guided chunks from a shared counter. Its size is omp_get_max_threads() -- what
-// torch.set_num_threads() sets, the pool being torch's own libgomp -- or set_threads(n).
+// Threads: one region of the native pool per call (thread_pool.h, not OpenMP): max|x| per row
+// (and, for per-row scales, the quantized row), a barrier, the quantized rows for a per-tensor
+// scale and a barrier, then GEMM tiles claimed in guided chunks from a shared counter. Its size
+// is omp_get_max_threads() -- what torch.set_num_threads() sets -- or set_threads(n), or the
+// calling thread's own count (set_thread_threads).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -49,6 +50,7 @@
 
 #include "int8_linear.h"
 #include "int8_linear_runtime.h"
+#include "thread_pool.h"
 
 namespace py = pybind11;
 using namespace bertqa;
@@ -257,6 +259,11 @@ PYBIND11_MODULE(_native, m) {
   m.def("set_thread_threads", &set_thread_threads, py::arg("n"),
         "Threads per call from the calling thread only; 0 follows the process's setting.");
   m.def("get_threads", &get_threads);
+  m.def("split_thread_threads", &split_thread_threads, py::arg("omp_threads"),
+        "From the calling thread: the native kernels keep its present count, torch's OpenMP "
+        "regions get omp_threads; returns (native, omp) for restore_thread_threads.");
+  m.def("restore_thread_threads", &restore_thread_threads, py::arg("native"), py::arg("omp"));
+  m.def("pool_threads", &pool_threads, "Worker threads the native pool has started so far.");
   m.def("threads_now", &threads_now, "The threads the kernels use now (1 during a contention episode).");
   m.def(
       "thread_guard",

@@ -1,5 +1,5 @@
 // int8_linear_runtime.cpp: run_linear -- docs/quantization.md steps 2-5 in one
-// OpenMP region: max|v| per row (finding NaN/Inf on the way: the max of the |v| bit patterns is
+// region of the native pool (thread_pool.h): max|v| per row (finding NaN/Inf on the way: the max of the |v| bit patterns is
 // >= that of Inf), the scales and the quantized rows, then the GEMM tiles with their epilogue.
 // v is the input row x, or x * input_scale for a smoothed layer: the per-channel multiply is
 // fused into both passes over the row (one fp32 multiply each time, so the same v bit for bit;
@@ -11,13 +11,10 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#else
-static int omp_get_num_threads() { return 1; }
-#endif
+#include "thread_pool.h"
 
 namespace bertqa {
 
@@ -56,7 +53,7 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
   const int64_t K = W.K;
   // +64: rows exactly 1 or 4 KiB apart would map to the same L1 sets
   const int64_t lda = round_up(W.Kp * kern.act_bytes, 64) + 64;
-  // Scratch of the calling thread, reused across calls; the OpenMP workers see it only through
+  // Scratch of the calling thread, reused across calls; the pool's workers see it only through
   // these pointers (a thread_local named inside the region would be each worker's own).
   thread_local AlignedArray<uint8_t> acts_buffer;
   thread_local std::vector<uint32_t> amax_buffer;
@@ -80,12 +77,13 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
   // Barriers: one after the per-row pass (a per-tensor scale needs every row's max), one more
   // after quantizing with a per-tensor scale; then the GEMM, whose tiles are claimed dynamically.
   // With `profile`, each thread adds up its CPU time between barriers: work, without the waits.
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-  {
+  std::mutex merge;                            // the threads' counts, merged once per thread
+  run_team(nthreads, [&](const Team& team) {
     const double region_cpu0 = judge ? thread_cpu_seconds() : 0;
     double busy = 0, c0 = profile ? thread_cpu_seconds() : 0;
-#pragma omp for schedule(static) nowait
-    for (int64_t m = 0; m < M; ++m) {
+    int64_t begin, end;
+    team.share(M, &begin, &end);
+    for (int64_t m = begin; m < end; ++m) {
       amax_bits[m] = kern.abs_max_bits(x + m * K, input_scale, K);
       if (W.acts_row && amax_bits[m] < 0x7f800000u) {     // quantize while the row is in cache
         float inv;
@@ -94,7 +92,7 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
       }
     }
     if (profile) busy += thread_cpu_seconds() - c0;
-#pragma omp barrier
+    team.barrier();
     uint32_t local_worst = 0;                  // every thread finds the same value
     for (int64_t m = 0; m < M; ++m) local_worst = amax_bits[m] > local_worst ? amax_bits[m] : local_worst;
     const bool finite = local_worst < 0x7f800000u;
@@ -102,33 +100,27 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
       float sx_tensor, inv;
       activation_scale(local_worst, &sx_tensor, &inv);
       c0 = profile ? thread_cpu_seconds() : 0;
-#pragma omp for schedule(static) nowait
-      for (int64_t m = 0; m < M; ++m) {
+      for (int64_t m = begin; m < end; ++m) {
         sx[m] = sx_tensor;   // v multiplied again, as in the first pass: the same bits
         kern.quantize_row(x + m * K, input_scale, K, W.Kp, inv, acts + m * lda);
       }
       if (profile) busy += thread_cpu_seconds() - c0;
-#pragma omp barrier
+      team.barrier();
     }
+    GemmCounts mine;
     if (finite) {
-#pragma omp single nowait  // the first thread past the barrier: the GEMM starts
-      t1 = now();
+      if (team.index == 0) t1 = now();         // the GEMM starts
       c0 = profile ? thread_cpu_seconds() : 0;
-      const GemmCounts mine = kern.gemm(call, omp_get_num_threads());
+      mine = kern.gemm(call, team.size);
       if (profile) busy += thread_cpu_seconds() - c0;
-#pragma omp critical(bertqa_gemm_counts)
-      counts.add(mine);
     }
-#pragma omp atomic
+    const double cpu = judge ? thread_cpu_seconds() - region_cpu0 : 0;
+    std::lock_guard<std::mutex> lock(merge);
+    counts.add(mine);
     busy_seconds += busy;
-#pragma omp single nowait
-    worst = local_worst;
-    if (judge) {
-      const double cpu = thread_cpu_seconds() - region_cpu0;
-#pragma omp critical(bertqa_region_cpu)
-      min_cpu = cpu < min_cpu ? cpu : min_cpu;
-    }
-  }
+    if (team.index == 0) worst = local_worst;
+    if (judge) min_cpu = cpu < min_cpu ? cpu : min_cpu;
+  });
   if (judge) note_region(now() - t0, min_cpu);
   const int nonfinite = worst > 0x7f800000u ? 2 : worst == 0x7f800000u ? 1 : 0;
   res.nonfinite = nonfinite;

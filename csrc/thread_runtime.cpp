@@ -4,6 +4,8 @@
 // GEMM benchmark is judged by (int8_peak.cpp holds the loops themselves).
 #include "thread_runtime.h"
 
+#include "thread_pool.h"
+
 #include <dlfcn.h>
 
 #include <atomic>
@@ -108,17 +110,32 @@ void set_thread_threads(int n) {
   if (n > 0) omp_set_num_threads(n);   // this thread's ICV: torch's regions started from it too
 }
 
+std::pair<int, int> split_thread_threads(int omp_threads) {
+  if (omp_threads < 1) throw std::invalid_argument("omp_threads must be >= 1");
+  const std::pair<int, int> before{t_threads, omp_get_max_threads()};
+  t_threads = get_threads();
+  omp_set_num_threads(omp_threads);
+  return before;
+}
+
+void restore_thread_threads(int native, int omp) {
+  t_threads = native;
+  if (omp > 0) omp_set_num_threads(omp);
+}
+
 int get_threads() {
   if (t_threads > 0) return t_threads;
   return g_threads > 0 ? g_threads : omp_get_max_threads();
 }
 
+bool guard_serial_now() {
+  return g_guard.load(std::memory_order_relaxed) &&
+         now() < g_serial_until.load(std::memory_order_relaxed);
+}
+
 int threads_now() {
   const int n = get_threads();
-  if (n > 1 && g_guard.load(std::memory_order_relaxed) &&
-      now() < g_serial_until.load(std::memory_order_relaxed))
-    return 1;
-  return n;
+  return n > 1 && guard_serial_now() ? 1 : n;
 }
 
 bool region_contended(double wall, double min_cpu) {
@@ -164,15 +181,16 @@ double measure_peak(const std::string& isa, double seconds, int threads, bool cp
     sink = sink + loop(iters);
     return double(peak_loop_ops(vnni, iters)) / (thread_cpu_seconds() - c0) / 1e9;
   }
+  std::atomic<int> ran{0};
   const double t0 = now();
-#pragma omp parallel num_threads(n)
-  {
-    const int64_t r = loop(iters);
-#pragma omp atomic
-    sink += r;
-  }
+  std::atomic<int64_t> total{0};
+  run_team(n, [&](const Team& team) {
+    total.fetch_add(loop(iters));
+    if (team.index == 0) ran.store(team.size);
+  });
+  sink = sink + total.load();
   const double elapsed = now() - t0;
-  return double(peak_loop_ops(vnni, iters)) * n / elapsed / 1e9;
+  return double(peak_loop_ops(vnni, iters)) * ran.load() / elapsed / 1e9;
 }
 
 }  // namespace bertqa

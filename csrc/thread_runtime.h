@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
 namespace bertqa {
 
@@ -18,9 +19,16 @@ void set_threads(int n);
 // OpenMP regions torch starts from this thread; other threads keep theirs.
 void set_thread_threads(int n);
 int get_threads();
+// Keeps the native kernels at the calling thread's present count and gives the OpenMP regions
+// torch starts from this thread `omp_threads`; returns {native, omp}: what restore_thread_threads
+// takes to undo it.
+std::pair<int, int> split_thread_threads(int omp_threads);
+void restore_thread_threads(int native, int omp);
 // The threads the native kernels use now: get_threads(), or 1 while the contention guard (see
 // thread_runtime.cpp) has seen another process take a core from a region.
 int threads_now();
+// Whether the contention guard has the native kernels on one thread right now.
+bool guard_serial_now();
 // The guard's judgement of one region: wall seconds against the smallest thread CPU time in it.
 bool region_contended(double wall, double min_cpu);
 // The guard's step after a judged region: a contended one starts a serial episode (each one

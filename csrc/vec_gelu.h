@@ -1,4 +1,5 @@
-// vec_gelu.h: exact (erf) GELU on 16 (AVX-512) or 8 (AVX2) fp32 lanes, fused into the GEMM store.
+// vec_gelu.h: exact (erf) GELU on 16 (AVX-512) or 8 (AVX2) fp32 lanes, fused into the GEMM store,
+// and the exp it is built on (the native attention's softmax uses it too).
 //
 //   gelu(y) = y * Phi(y),  z = |y| / sqrt(2),  h = erfc(z) / 2,  Phi = (y >= 0) ? 1 - h : h
 //   erfc(z) = exp(-z^2) * R(t),  t = 1 / (1 + z/2),  R a degree-9 polynomial fitted by
@@ -58,6 +59,24 @@ __attribute__((target("avx512f,avx512dq,fma"))) static inline __m512 gelu_avx512
   return _mm512_mul_ps(y, phi);
 }
 
+// exp_nonpositive_avx512 on 8 lanes (AVX2 has no scalef: 2^n is built in the exponent field).
+template <int Degree = 7>
+__attribute__((target("avx2,fma"))) static inline __m256 exp_nonpositive_avx2(__m256 x) {
+  using namespace vec_gelu;
+  static_assert(Degree >= 1 && Degree <= 7, "kExp holds the Taylor coefficients up to degree 7");
+  x = _mm256_max_ps(x, _mm256_set1_ps(kExpMin));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 f = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  f = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), f);
+  __m256 p = _mm256_set1_ps(kExp[Degree]);
+  for (int i = Degree - 1; i >= 0; --i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp[i]));
+  // 2^n for n in [-126, 0]: the exponent field (n + 127) << 23
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
 __attribute__((target("avx2,fma"))) static inline __m256 gelu_avx2(__m256 y) {
   using namespace vec_gelu;
   const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -66,18 +85,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 gelu_avx2(__m256 y) {
   const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), one));
   __m256 r = _mm256_set1_ps(kR[9]);
   for (int i = 8; i >= 0; --i) r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(kR[i]));
-  const __m256 x = _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)),
-                                 _mm256_set1_ps(kExpMin));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 f = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
-  f = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), f);
-  __m256 p = _mm256_set1_ps(kExp[7]);
-  for (int i = 6; i >= 0; --i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp[i]));
-  // 2^n for n in [-126, 0]: the exponent field (n + 127) << 23
-  const __m256i bits = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  const __m256 e = exp_nonpositive_avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)));
   const __m256 h = _mm256_mul_ps(_mm256_mul_ps(e, r), _mm256_set1_ps(0.5f));
   const __m256 nonneg = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GE_OQ);
   const __m256 phi = _mm256_blendv_ps(h, _mm256_sub_ps(one, h), nonneg);

@@ -38,9 +38,10 @@ TIERS = {
         "test_targets.py", "test_tiers.py", "test_tokenizer_kinds.py", "test_windows.py",
     ],
     "parity": [
-        "test_aie.py", "test_attention.py", "test_backend_parity.py", "test_calibration.py",
+        "test_aie.py", "test_attention.py", "test_attention_fp32.py", "test_backend_parity.py", "test_calibration.py",
         "test_customcpu.py", "test_customcpu_smooth.py", "test_export_spec.py", "test_families.py",
-        "test_gpu_backend.py", "test_model_parity.py", "test_packed_batches.py", "test_toy_backend.py",
+        "test_gpu_backend.py", "test_model_parity.py", "test_native_threads.py", "test_packed_batches.py",
+        "test_toy_backend.py",
     ],
     "e2e": [
         "test_batch_invariance.py", "test_batch_padding.py", "test_bench.py", "test_bench_callers.py", "test_bench_peers.py",

@@ -141,8 +141,20 @@ def test_choose_by_target_precision_and_mode(monkeypatch):
 def test_without_the_kernels_auto_falls_back_and_bf16_says_why(monkeypatch):
     monkeypatch.setattr(attention, "bf16_unavailable", lambda: "this CPU lacks AVX512-BF16")
     monkeypatch.setattr(attention, "native_unavailable", lambda: None)
-    assert attention.choose("auto", "int", native_by_default=True) == attention.HostKernels(
+    monkeypatch.setattr(attention, "fp32_native_unavailable", lambda: None)
+    fp32_native = attention.choose("auto", "int", native_by_default=True)
+    assert fp32_native == attention.HostKernels(
+        attention.fp32_native_attention, attention.native_add_norm,
+        f"{attention.FP32_NATIVE_LABEL}, {attention.NATIVE_NORM}")
+    assert fp32_native.whole_layer
+    assert attention.choose("fp32-native", "fp") == fp32_native
+    monkeypatch.setattr(attention, "fp32_native_unavailable", lambda: "this CPU lacks AVX2 and FMA")
+    sdpa = attention.choose("auto", "int", native_by_default=True)
+    assert sdpa == attention.HostKernels(
         None, attention.native_add_norm, f"{attention.FP32_LABEL}, {attention.NATIVE_NORM}")
+    assert sdpa.native and not sdpa.whole_layer
+    with pytest.raises(TargetUnavailable, match="--attention fp32-native cannot run here: this CPU lacks AVX2"):
+        attention.choose("fp32-native", "int", native_by_default=True)
     with pytest.raises(TargetUnavailable, match="--attention bf16 cannot run here: this CPU lacks"):
         attention.choose("bf16", "int", native_by_default=True)
     monkeypatch.setattr(attention, "native_unavailable", lambda: "native extension not built")

@@ -39,6 +39,7 @@ class LinearBackend:
     device = "cpu"                      # where the model's activations live (torch device type)
     fp_compute = "fp32"                 # what precision 'fp' computes in, for the header
     emulated = False                    # True where an emulator stands in for the device
+    native_pool = False                 # True: 'int' runs on the native extension's own threads
 
     def available(self) -> tuple[bool, str]:
         return True, "always available"

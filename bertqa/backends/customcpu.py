@@ -45,7 +45,6 @@ else in bertqa is affected.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +66,7 @@ class PackedLayer:
 class CustomCPUBackend(LinearBackend):
     name = "customcpu"
     fuses_input_scale = True
+    native_pool = True
 
     def __init__(self, gelu: str = "torch"):
         assert gelu in GELU_MODES, f"gelu must be one of {GELU_MODES}, got {gelu!r}"
@@ -118,8 +118,8 @@ class CustomCPUBackend(LinearBackend):
             return f"customcpu (unavailable: {reason})"
         nat = native.extension()
         gelu = ", native GELU fused" if self.gelu == "native" else ""
-        return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads, "
-                f"OpenMP: {os.path.basename(nat.openmp_runtime())}{gelu})")
+        return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads "
+                f"on the native pool{gelu})")
 
     def kernel_name(self, handle) -> str:
         """What runs one prepared layer, in words (for `bertqa structure`)."""

@@ -217,11 +217,18 @@ class BertForQA(nn.Module):
         super().__init__()
         self.config = config
         self.pack_batches = True
+        self._forward_scope = None             # set_forward_scope
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+        if self._forward_scope is None:
+            return self._forward(input_ids, token_type_ids, attention_mask)
+        with self._forward_scope():
+            return self._forward(input_ids, token_type_ids, attention_mask)
+
+    def _forward(self, input_ids, token_type_ids, attention_mask):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         packing = pack(attention_mask) if self.pack_batches else None
@@ -237,6 +244,15 @@ class BertForQA(nn.Module):
         if packing is not None:
             logits = packing.scatter(logits)                           # [B, S, 2]
         return logits[..., 0], logits[..., 1]
+
+    @property
+    def forward_scope(self):
+        return self._forward_scope
+
+    def set_forward_scope(self, scope=None) -> None:
+        """None, or a context manager factory that every forward runs in: a target's choice of
+        how the calling thread shares the work (bertqa.native.torch_on_caller)."""
+        self._forward_scope = scope
 
     def set_host_kernels(self, attention=None, residual_norm=None) -> None:
         """The non-Linear kernels of every layer: attention(qkv [B, S, 3H], mask [B, 1, 1, S] |
