@@ -7,10 +7,11 @@ that cpu-reference and aie apply with gelu='native'. It holds why the extension 
 the thread settings of the native runtime (`set_threads` for the process, `set_thread_threads`
 for the calling thread alone).
 
-Threads: the native kernels run on the extension's own pool (csrc/thread_pool.h), one per
-process, of `torch.get_num_threads()` threads (or `set_threads`, or the calling thread's own
-count); the extension links torch's libgomp only to read and set that count. A forward whose
-heavy parts are all native runs torch's rest on the calling thread (`torch_on_caller`). A contention guard in the extension (csrc/thread_runtime.cpp) runs the native kernels
+Threads: the extension is built with OpenMP and resolves to the libgomp that torch loaded, so
+by default the native kernels and torch's intra-op work share one pool of
+`torch.get_num_threads()` threads (or `set_threads`, or the calling thread's own count). A
+forward whose heavy parts are all native runs its native kernels on the extension's own pool
+(csrc/thread_pool.h) and torch's few other ops on the calling thread (`torch_on_caller`). A contention guard in the extension (csrc/thread_runtime.cpp) runs the native kernels
 on one thread for a while whenever a sampled call shows that another process took a core from
 one of its threads; BERTQA_THREAD_GUARD=0 or extension().thread_guard(False) turns it off.
 
@@ -80,17 +81,17 @@ def set_thread_threads(n: int) -> bool:
 @contextmanager
 def torch_on_caller():
     """Within: torch's OpenMP regions started from the calling thread run on that thread alone,
-    while the native kernels keep its present thread count on the native pool. For a forward
+    while the native kernels keep its present thread count, on the native pool (not OpenMP). For a forward
     whose heavy parts are all native (bertqa.attention, HostKernels.whole_layer): torch's pool
     then stays asleep, so the forward is as fast from any thread, idle or beside a busy process
     (docs/speed.md, "Any thread, any load")."""
     ext = extension()
     torch.get_num_threads()        # torch's first use on a thread sets its OpenMP count: before
-    saved = ext.split_thread_threads(1)
+    saved = ext.begin_native_forward(1)
     try:
         yield
     finally:
-        ext.restore_thread_threads(*saved)
+        ext.end_native_forward(*saved)
 
 
 def cpu_features() -> dict:

@@ -12,7 +12,7 @@
 // at columns h*d .. h*d+d-1 of each third (the model's fused QKV Linear output, as is);
 // key_bias [B, S] additive fp32 (0 or a large negative for padding) or null; out [B*S, H].
 //
-// Work, per batch, in one region of the native pool (thread_pool.h): a packing pass over the tokens (each thread a range of
+// Work, per batch, in one parallel region (thread_pool.h): a packing pass over the tokens (each thread a range of
 // them, every head, rows read front to back) to bf16 Q, K and V in 32-bit words of bf16 pairs
 // (what vdpbf16ps reduces), then the heads (dynamic): K transposed to [key block of 64][d pair]
 // [64 keys], then blocks of 6 query rows: scores for all keys in a 6 x 64 register tile, softmax

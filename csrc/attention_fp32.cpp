@@ -1,8 +1,8 @@
 // attention_fp32.cpp: BERT self-attention (softmax(Q K^T / sqrt(d) + mask) V) in fp32 on AVX2.
 //
 // What: the native attention of the int8 CPU targets on CPUs without AVX512-BF16 (where
-// attention_bf16.cpp cannot run), so that the whole int8 forward runs on the native pool
-// (thread_pool.h) and none of it on torch's OpenMP threads. Everything is fp32: Q times
+// attention_bf16.cpp cannot run), so that the whole int8 forward is native and can run on the
+// native pool (thread_pool.h), none of it on torch's OpenMP threads. Everything is fp32: Q times
 // 1/sqrt(d), the two products with FMA, the mask, max, exp (vec_gelu.h, ~1e-7 relative), sum
 // and 1/sum. It differs from PyTorch's SDPA by summation order and exp rounding only (a few
 // fp32 ulps; tests bound it). Each (batch, head) is computed by one thread in a fixed order, so

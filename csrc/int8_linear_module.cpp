@@ -30,7 +30,7 @@
 //                            88-94% of the vpdpbusd peak (~465 GOPS per core).
 //   int8_peak.cpp            tight vpdpbusd / vpmaddwd loops: the peak the GEMM is judged by.
 //
-// Threads: one region of the native pool per call (thread_pool.h, not OpenMP): max|x| per row
+// Threads: one region per call (thread_pool.h: OpenMP, or the native pool): max|x| per row
 // (and, for per-row scales, the quantized row), a barrier, the quantized rows for a per-tensor
 // scale and a barrier, then GEMM tiles claimed in guided chunks from a shared counter. Its size
 // is omp_get_max_threads() -- what torch.set_num_threads() sets -- or set_threads(n), or the
@@ -259,10 +259,19 @@ PYBIND11_MODULE(_native, m) {
   m.def("set_thread_threads", &set_thread_threads, py::arg("n"),
         "Threads per call from the calling thread only; 0 follows the process's setting.");
   m.def("get_threads", &get_threads);
-  m.def("split_thread_threads", &split_thread_threads, py::arg("omp_threads"),
-        "From the calling thread: the native kernels keep its present count, torch's OpenMP "
-        "regions get omp_threads; returns (native, omp) for restore_thread_threads.");
-  m.def("restore_thread_threads", &restore_thread_threads, py::arg("native"), py::arg("omp"));
+  m.def(
+      "begin_native_forward",
+      [](int omp_threads) {
+        const ForwardThreads t = begin_native_forward(omp_threads);
+        return py::make_tuple(t.native, t.omp, t.pool);
+      },
+      py::arg("omp_threads"),
+      "From the calling thread: the native kernels keep its present count on the native pool, "
+      "torch's OpenMP regions get omp_threads; returns what end_native_forward takes.");
+  m.def(
+      "end_native_forward",
+      [](int native, int omp, bool pool) { end_native_forward({native, omp, pool}); },
+      py::arg("native"), py::arg("omp"), py::arg("pool"));
   m.def("pool_threads", &pool_threads, "Worker threads the native pool has started so far.");
   m.def("threads_now", &threads_now, "The threads the kernels use now (1 during a contention episode).");
   m.def(

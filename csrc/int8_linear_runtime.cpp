@@ -1,5 +1,5 @@
 // int8_linear_runtime.cpp: run_linear -- docs/quantization.md steps 2-5 in one
-// region of the native pool (thread_pool.h): max|v| per row (finding NaN/Inf on the way: the max of the |v| bit patterns is
+// parallel region (thread_pool.h): max|v| per row (finding NaN/Inf on the way: the max of the |v| bit patterns is
 // >= that of Inf), the scales and the quantized rows, then the GEMM tiles with their epilogue.
 // v is the input row x, or x * input_scale for a smoothed layer: the per-channel multiply is
 // fused into both passes over the row (one fp32 multiply each time, so the same v bit for bit;
@@ -53,7 +53,7 @@ RunResult run_linear(const PackedLinear& W, const float* x, const float* input_s
   const int64_t K = W.K;
   // +64: rows exactly 1 or 4 KiB apart would map to the same L1 sets
   const int64_t lda = round_up(W.Kp * kern.act_bytes, 64) + 64;
-  // Scratch of the calling thread, reused across calls; the pool's workers see it only through
+  // Scratch of the calling thread, reused across calls; the other threads see it only through
   // these pointers (a thread_local named inside the region would be each worker's own).
   thread_local AlignedArray<uint8_t> acts_buffer;
   thread_local std::vector<uint32_t> amax_buffer;

@@ -1,6 +1,7 @@
-// thread_pool.cpp: one pool of worker threads for the native kernels (thread_pool.h says why).
+// thread_pool.cpp: the two places a native region runs (thread_pool.h says why): an OpenMP
+// region, or the extension's own pool of worker threads.
 //
-// A region is posted as one 64-bit word, (sequence << 8) | team size, so that a worker reads
+// On the native pool, a region is posted as one 64-bit word, (sequence << 8) | team size, so that a worker reads
 // which region and whether it takes part in one load; only takers touch the region's function,
 // and the caller waits for every taker before it posts the next region. After a region a worker
 // polls for the next one for kPollSeconds (what makes back-to-back kernels cheap on an idle
@@ -19,6 +20,10 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "simd.h"
 #include "thread_runtime.h"
@@ -125,10 +130,35 @@ void fresh_pool_after_fork() { g_pool = new Pool; }   // the child's: no threads
 
 const bool g_atfork = pthread_atfork(nullptr, nullptr, fresh_pool_after_fork) == 0;
 
+thread_local bool t_native_pool = false;
+
+void run_openmp(int nthreads, TeamFn fn, void* context) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads)
+  fn(context, Team{omp_get_thread_num(), omp_get_num_threads(), nullptr});
+#else
+  (void)nthreads;
+  fn(context, Team{});
+#endif
+}
+
 }  // namespace
 
 void Team::barrier() const {
-  if (size > 1) static_cast<Barrier*>(barrier_state)->wait(size);
+  if (size <= 1) return;
+  if (barrier_state) {
+    static_cast<Barrier*>(barrier_state)->wait(size);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+bool use_native_pool(bool on) {
+  const bool before = t_native_pool;
+  t_native_pool = on;
+  return before;
 }
 
 void run_team(int nthreads, TeamFn fn, void* context) {
@@ -137,6 +167,10 @@ void run_team(int nthreads, TeamFn fn, void* context) {
   if (nthreads > kMaxTeam) nthreads = kMaxTeam;
   if (nthreads <= 1) {
     fn(context, Team{});
+    return;
+  }
+  if (!t_native_pool) {
+    run_openmp(nthreads, fn, context);
     return;
   }
   if (!pool.taken.compare_exchange_strong(expected, true, std::memory_order_acquire)) {

@@ -110,17 +110,18 @@ void set_thread_threads(int n) {
   if (n > 0) omp_set_num_threads(n);   // this thread's ICV: torch's regions started from it too
 }
 
-std::pair<int, int> split_thread_threads(int omp_threads) {
+ForwardThreads begin_native_forward(int omp_threads) {
   if (omp_threads < 1) throw std::invalid_argument("omp_threads must be >= 1");
-  const std::pair<int, int> before{t_threads, omp_get_max_threads()};
+  const int native = t_threads, omp = omp_get_max_threads();
   t_threads = get_threads();
   omp_set_num_threads(omp_threads);
-  return before;
+  return {native, omp, use_native_pool(true)};
 }
 
-void restore_thread_threads(int native, int omp) {
-  t_threads = native;
-  if (omp > 0) omp_set_num_threads(omp);
+void end_native_forward(const ForwardThreads& before) {
+  t_threads = before.native;
+  if (before.omp > 0) omp_set_num_threads(before.omp);
+  use_native_pool(before.pool);
 }
 
 int get_threads() {

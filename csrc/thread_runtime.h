@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include <utility>
 
 namespace bertqa {
 
@@ -19,11 +18,16 @@ void set_threads(int n);
 // OpenMP regions torch starts from this thread; other threads keep theirs.
 void set_thread_threads(int n);
 int get_threads();
-// Keeps the native kernels at the calling thread's present count and gives the OpenMP regions
-// torch starts from this thread `omp_threads`; returns {native, omp}: what restore_thread_threads
-// takes to undo it.
-std::pair<int, int> split_thread_threads(int omp_threads);
-void restore_thread_threads(int native, int omp);
+// A forward in which nothing heavy is left to torch, from the calling thread: its native
+// kernels keep the thread's present count and run on the native pool (thread_pool.h), the
+// OpenMP regions torch starts from it get `omp_threads`. Returns what end_native_forward takes
+// to undo it.
+struct ForwardThreads {
+  int native, omp;
+  bool pool;
+};
+ForwardThreads begin_native_forward(int omp_threads);
+void end_native_forward(const ForwardThreads& before);
 // The threads the native kernels use now: get_threads(), or 1 while the contention guard (see
 // thread_runtime.cpp) has seen another process take a core from a region.
 int threads_now();

@@ -1,9 +1,12 @@
-"""The native kernels' own thread pool (csrc/thread_pool.h) and how a forward shares the work
-with torch (bertqa.native.torch_on_caller): callers from many threads at once, a forked child,
-the counts it keeps and restores, and which targets run their forward that way."""
+"""Where the native kernels' regions run (csrc/thread_pool.h): torch's OpenMP pool by default,
+the extension's own pool within bertqa.native.torch_on_caller: callers from many threads at
+once on either, a forked child, the counts the scope keeps and restores, and which targets run
+their forward that way."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import threading
 
 import numpy as np
@@ -28,17 +31,20 @@ def layer_and_input(seed=0, m=200, k=768, n=1024):
     return backend.prepare(lw), torch.randn(m, k, generator=g)
 
 
-def test_callers_on_many_threads_at_once_get_the_results_of_one():
+@pytest.mark.parametrize("pool", ["openmp", "native"])
+def test_callers_on_many_threads_at_once_get_the_results_of_one(pool):
     handle, x = layer_and_input()
     alone = backend.run_debug(handle, x)["y"]
     results, errors = [], []
     start = threading.Barrier(4)
+    scope = native.torch_on_caller if pool == "native" else contextlib.nullcontext
 
     def call():
         try:
             start.wait()
-            for _ in range(5):                  # regions overlap: some callers run alone
-                results.append(backend.run_debug(handle, x)["y"])
+            with scope():
+                for _ in range(5):              # on the native pool some callers run alone
+                    results.append(backend.run_debug(handle, x)["y"])
         except Exception as e:                  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -56,24 +62,29 @@ def test_the_pool_starts_its_threads_once():
     handle, x = layer_and_input(m=64)
     try:
         ext.set_threads(3)
-        backend.run_debug(handle, x)
-        started = ext.pool_threads()
-        assert started >= 2                     # the caller is the third
-        for _ in range(3):
+        ext.thread_guard(False)                 # three threads, whatever the machine's load
+        with native.torch_on_caller():
             backend.run_debug(handle, x)
+            started = ext.pool_threads()
+            assert started >= 2                 # the caller is the third
+            for _ in range(3):
+                backend.run_debug(handle, x)
         assert ext.pool_threads() == started
     finally:
         ext.set_threads(0)
+        ext.thread_guard(os.environ.get("BERTQA_THREAD_GUARD", "1") != "0")
 
 
 def _child_runs_a_region(packed, x, queue):
-    # numpy only: torch's own OpenMP regions hang in a child forked after the parent ran some
-    # (libgomp's pool is not fork-safe); the native pool is
+    # numpy only and the native pool: OpenMP regions hang in a child forked after the parent
+    # ran some (libgomp's pool is not fork-safe); the native pool is
     ext = native.extension()
     ext.thread_guard(False)                     # two threads, whatever the machine's load
     ext.set_threads(2)
     y = np.empty((x.shape[0], packed.N), np.float32)
+    saved = ext.begin_native_forward(1)
     packed.run(x, y)
+    ext.end_native_forward(*saved)
     queue.put((ext.pool_threads(), y))
 
 
@@ -81,7 +92,8 @@ def test_a_forked_child_runs_the_kernels_on_a_pool_of_its_own():
     handle, x = layer_and_input()
     native.extension().set_threads(2)
     try:
-        expected = backend.run_debug(handle, x)["y"].numpy()   # the parent's pool has started
+        with native.torch_on_caller():
+            expected = backend.run_debug(handle, x)["y"].numpy()   # the parent's pool started
     finally:
         native.extension().set_threads(0)
     ctx = multiprocessing.get_context("fork")
