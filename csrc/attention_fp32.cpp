@@ -130,26 +130,40 @@ FP32_TARGET inline float softmax_row(float* s, int64_t Sk, float max, bool nan) 
 // stored).
 FP32_TARGET inline void values_tile(const float* p, const float* vt, const HeadJob& h, int64_t c0,
                                     const float* inv, float* out, int rows) {
-  __m256 acc[kRows][2];
-  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < h.S; ++j) {
-    const __m256 v0 = _mm256_loadu_ps(vt + j * h.dp + c0);
-    const __m256 v1 = _mm256_loadu_ps(vt + j * h.dp + c0 + 8);
+  __m256 lo[kRows], hi[kRows];
+  for (int r = 0; r < kRows; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+  const int64_t S = h.S, Sk = h.Sk, dp = h.dp;
+  const float* v = vt + c0;
+  for (int64_t j = 0; j < S; ++j, v += dp) {
+    const __m256 v0 = _mm256_loadu_ps(v);
+    const __m256 v1 = _mm256_loadu_ps(v + 8);
     for (int r = 0; r < kRows; ++r) {
-      const __m256 pr = _mm256_broadcast_ss(p + r * h.Sk + j);
-      acc[r][0] = _mm256_fmadd_ps(pr, v0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(pr, v1, acc[r][1]);
+      const __m256 pr = _mm256_broadcast_ss(p + r * Sk + j);
+      lo[r] = _mm256_fmadd_ps(pr, v0, lo[r]);
+      hi[r] = _mm256_fmadd_ps(pr, v1, hi[r]);
     }
   }
   const int64_t left = h.d - c0;
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(left, 8))), lanes);
   const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(left, 16)) - 8), lanes);
-  for (int r = 0; r < rows; ++r) {
+  // constant indices only (r < kRows, not r < rows): with a variable one GCC 12 kept the
+  // accumulators in memory, storing them at every key (a third of the kernel's time)
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows) break;
     const __m256 s = _mm256_set1_ps(inv[r]);
-    _mm256_maskstore_ps(out + r * h.ldo + c0, m0, _mm256_mul_ps(acc[r][0], s));
-    _mm256_maskstore_ps(out + r * h.ldo + c0 + 8, m1, _mm256_mul_ps(acc[r][1], s));
+    _mm256_maskstore_ps(out + r * h.ldo + c0, m0, _mm256_mul_ps(lo[r], s));
+    _mm256_maskstore_ps(out + r * h.ldo + c0 + 8, m1, _mm256_mul_ps(hi[r], s));
   }
+}
+
+// dst[0..n) = src * scale (0 where src is null), 8 lanes at a time.
+FP32_TARGET inline void scaled_row(const float* src, int64_t n, float scale, float* dst) {
+  const __m256 s = _mm256_set1_ps(src ? scale : 0.0f);
+  int64_t c = 0;
+  if (src)
+    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(dst + c, _mm256_mul_ps(_mm256_loadu_ps(src + c), s));
+  for (; c < n; ++c) dst[c] = src ? src[c] * scale : 0.0f;
 }
 
 FP32_TARGET void attend_head(const HeadJob& h) {
@@ -163,8 +177,7 @@ FP32_TARGET void attend_head(const HeadJob& h) {
   for (int64_t r0 = 0; r0 < h.S; r0 += kRows) {
     const int rows = int(std::min<int64_t>(kRows, h.S - r0));
     for (int r = 0; r < kRows; ++r)          // the block's query rows, scaled; zero past S
-      for (int64_t c = 0; c < h.d; ++c)
-        q[r * h.d + c] = r < rows ? h.q[(r0 + r) * h.ldx + c] * h.scale : 0.0f;
+      scaled_row(r < rows ? h.q + (r0 + r) * h.ldx : nullptr, h.d, h.scale, q + r * h.d);
     __m256 vmax[kRows], nan[kRows];
     for (int r = 0; r < kRows; ++r) {
       vmax[r] = _mm256_set1_ps(-std::numeric_limits<float>::infinity());

@@ -118,8 +118,7 @@ class CustomCPUBackend(LinearBackend):
             return f"customcpu (unavailable: {reason})"
         nat = native.extension()
         gelu = ", native GELU fused" if self.gelu == "native" else ""
-        return (f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads "
-                f"on the native pool{gelu})")
+        return f"customcpu (native int8 GEMM, {self.isa} path, {nat.get_threads()} threads{gelu})"
 
     def kernel_name(self, handle) -> str:
         """What runs one prepared layer, in words (for `bertqa structure`)."""
