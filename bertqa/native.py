@@ -11,9 +11,10 @@ Threads: the extension is built with OpenMP and resolves to the libgomp that tor
 by default the native kernels and torch's intra-op work share one pool of
 `torch.get_num_threads()` threads (or `set_threads`, or the calling thread's own count). A
 forward whose heavy parts are all native runs its native kernels on the extension's own pool
-(csrc/thread_pool.h) and torch's few other ops on the calling thread (`torch_on_caller`). A contention guard in the extension (csrc/thread_runtime.cpp) runs the native kernels
-on one thread for a while whenever a sampled call shows that another process took a core from
-one of its threads; BERTQA_THREAD_GUARD=0 or extension().thread_guard(False) turns it off.
+(csrc/thread_pool.h) and torch's few other ops on the calling thread (`torch_on_caller`). A
+contention guard in the extension (csrc/thread_runtime.cpp) runs the native kernels on one
+thread for a while whenever a sampled call shows that another process took a core from one of
+its threads; BERTQA_THREAD_GUARD=0 or extension().thread_guard(False) turns it off.
 
 GELU modes (outside docs/quantization.md): 'torch' is torch.nn.functional.gelu; 'native' is the
 extension's erf GELU (csrc/vec_gelu.h, within ~3e-7 * |y| of exact erf), which customcpu fuses
@@ -81,10 +82,10 @@ def set_thread_threads(n: int) -> bool:
 @contextmanager
 def torch_on_caller():
     """Within: torch's OpenMP regions started from the calling thread run on that thread alone,
-    while the native kernels keep its present thread count, on the native pool (not OpenMP). For a forward
-    whose heavy parts are all native (bertqa.attention, HostKernels.whole_layer): torch's pool
-    then stays asleep, so the forward is as fast from any thread, idle or beside a busy process
-    (docs/speed.md, "Any thread, any load")."""
+    while the native kernels keep its present thread count, on the native pool (not OpenMP).
+    For a forward whose heavy parts are all native (bertqa.attention, HostKernels.whole_layer):
+    torch's pool then stays asleep, so the forward is as fast from any thread, idle or beside a
+    busy process (docs/speed.md, "Any thread, any load")."""
     ext = extension()
     torch.get_num_threads()        # torch's first use on a thread sets its OpenMP count: before
     saved = ext.begin_native_forward(1)

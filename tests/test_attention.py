@@ -161,12 +161,15 @@ def test_without_the_kernels_auto_falls_back_and_bf16_says_why(monkeypatch):
     assert attention.choose("auto", "int", native_by_default=True).label == attention.FP32_LABEL
 
 
-def test_cli_rejects_bf16_attention_where_it_cannot_run(monkeypatch, capsys):
+@pytest.mark.parametrize("mode, probe, why", [
+    ("bf16", "bf16_unavailable", "this CPU lacks AVX512-BF16"),
+    ("fp32-native", "fp32_native_unavailable", "this CPU lacks AVX2 and FMA")])
+def test_cli_rejects_native_attention_where_it_cannot_run(monkeypatch, capsys, mode, probe, why):
     from bertqa import cli
-    monkeypatch.setattr(attention, "bf16_unavailable", lambda: "this CPU lacks AVX512-BF16")
-    rc = cli.main(["demo", "--model", "bundled", "--attention", "bf16", "--questions", "1"])
+    monkeypatch.setattr(attention, probe, lambda: why)
+    rc = cli.main(["demo", "--model", "bundled", "--attention", mode, "--questions", "1"])
     err = capsys.readouterr().err
-    assert rc == 2 and "--attention bf16 cannot run here: this CPU lacks AVX512-BF16" in err
+    assert rc == 2 and f"--attention {mode} cannot run here: {why}" in err
     assert "Traceback" not in err
 
 

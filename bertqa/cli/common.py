@@ -10,6 +10,7 @@ NO_ANSWER = "I am unable to find the answer to this question. Can you please ask
 
 
 def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -> None:
+    from bertqa.attention import MODES as ATTENTION_MODES
     from bertqa.model.loading import DEFAULT_MODEL
     from bertqa.targets import PRECISIONS, TARGETS
     g = p.add_argument_group("model and target")
@@ -27,9 +28,10 @@ def add_model_options(p: argparse.ArgumentParser, default_target: str = "cpu") -
                         "weights=tensor|channel,acts=tensor|row,requant=int16|int32,shift=N,smooth=A")
     g.add_argument("--backend", default=None, help="force one Linear backend for a custom target")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and the kernels")
-    g.add_argument("--attention", choices=("auto", "fp32", "bf16"), default=None,
-                   help="host attention: fp32 PyTorch SDPA or the native AVX512-BF16 kernel "
-                        "(auto: bf16 for int8 customcpu/aie where the CPU has it)")
+    g.add_argument("--attention", choices=ATTENTION_MODES, default=None,
+                   help="host attention: fp32 PyTorch SDPA, the native AVX512-BF16 kernel (bf16) "
+                        "or the native AVX2 fp32 one (fp32-native); auto: for int8 customcpu/aie "
+                        "bf16 where the CPU has it, else fp32-native")
     g.add_argument("--aie-device", choices=("auto", "emulator", "npu"), default=None,
                    help="with --target aie: run the tiles on the NPU or on the tile-exact emulator "
                         "(default auto: the NPU where one is found)")

@@ -51,7 +51,7 @@ class Config:
 
 def parse_configs(text: str) -> list[Config]:
     """'cpu:fp,customcpu:int:channel-row,customcpu:int:attn=fp32' -> Configs
-    (target:precision[:spec preset][:attn=auto|fp32|bf16])."""
+    (target:precision[:spec preset][:attn=auto|fp32|bf16|fp32-native])."""
     configs = []
     for item in (s.strip() for s in text.split(",")):
         parts = item.split(":")
