@@ -3,8 +3,11 @@ test_bench_peers.py). Timings are printed, never asserted (the machines are shar
 import pytest
 
 from bertqa import native
+from bertqa.bench import epilogue
 from bertqa.bench.gemm import print_gemm_table, run_gemm_bench
 from bertqa.cli import main
+
+from native_support import needs_native
 
 
 def test_gemm_table_checks_each_shape_against_the_reference(capsys):
@@ -20,6 +23,16 @@ def test_gemm_table_checks_each_shape_against_the_reference(capsys):
                for r in rows)
     features = native.cpu_features()
     assert {r["isa"] for r in rows} == {isa for isa in ("avx512vnni", "avx2") if features[isa]}
+
+
+@needs_native
+def test_gelu_epilogue_bench_times_both_layers_against_the_peak(capsys):
+    assert epilogue.main(["--m", "9", "--k", "40", "--n", "72", "--rounds", "2", "--calls", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "int8 Linear M 9 K 40 N 72" in out and "native pool" in out
+    assert "without GELU" in out and "GELU fused" in out and "the GELU's share of the fused call" in out
+    r = epilogue.gelu_cost(9, 40, 72, rounds=1, calls=2)
+    assert r["plain_ms"] > 0 and r["gelu_ms"] > 0 and r["isa"] in native.ISA_PATHS
 
 
 @pytest.mark.parametrize("args, message", [
