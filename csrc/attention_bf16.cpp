@@ -30,10 +30,10 @@
 #include <string>
 #include <vector>
 
+#include "attention_common.h"
 #include "simd.h"
-#include "vec_gelu.h"
-
 #include "thread_pool.h"
+#include "vec_gelu.h"
 
 namespace bertqa {
 namespace {
@@ -43,15 +43,6 @@ constexpr int kKeyBlock = 64;   // keys per register tile of the scores (4 vecto
 constexpr int kDChunk = 64;     // output dims per register tile of P V (4 vectors of 16)
 
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
-
-template <class T>
-struct Scratch {                // per-thread buffer, grown on demand, never shrunk
-  std::vector<T> v;
-  T* get(size_t n) {
-    if (v.size() < n) v.resize(n);
-    return v.data();
-  }
-};
 
 struct Shape {
   int64_t S, H, d;
@@ -286,18 +277,14 @@ bool attention_bf16_supported() {
 void attention_bf16(const float* qkv, const float* key_bias, int64_t B, int64_t S, int64_t heads,
                     int64_t d, float scale, float* out, int nthreads) {
   if (!attention_bf16_supported()) throw std::runtime_error("this CPU lacks AVX512-BF16");
-  if (d < 1 || d > kMaxHeadDim)
-    throw std::invalid_argument("head size " + std::to_string(d) + " outside 1.." + std::to_string(kMaxHeadDim));
+  check_head_size(d);
   Shape sh;
   sh.S = S;
   sh.d = d;
   sh.H = heads * d;
   sh.dp = (d + 31) / 32 * 32;
   sh.Sk = (S + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
-  // per batch: the key bias padded with -inf (keys >= S get probability 0)
-  std::vector<float> bias(size_t(B * sh.Sk), -std::numeric_limits<float>::infinity());
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t s = 0; s < S; ++s) bias[size_t(b * sh.Sk + s)] = key_bias ? key_bias[b * S + s] : 0.0f;
+  const std::vector<float> bias = padded_key_bias(key_bias, B, S, sh.Sk);
   const int64_t ldx = 3 * sh.H, pairs = sh.dp / 2, Sq = (S + kRows - 1) / kRows * kRows;
   // The packed batch, in the calling thread's scratch (the workers see it through `pk`).
   thread_local Scratch<uint32_t> qbuf, kbuf, vbuf;

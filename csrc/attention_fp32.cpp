@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "attention_bf16.h"
+#include "attention_common.h"
 #include "simd.h"
 #include "thread_pool.h"
 #include "vec_gelu.h"
@@ -37,12 +37,6 @@ namespace {
 constexpr int kRows = 6;   // query rows per register tile (12 accumulators of 16 ymm)
 
 #define FP32_TARGET __attribute__((target("avx2,fma")))
-
-template <class T>
-T* grow(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
-}
 
 struct HeadJob {
   const float *q, *k, *v;    // the head's first Q, K, V column of the batch's first row
@@ -167,11 +161,11 @@ FP32_TARGET inline void scaled_row(const float* src, int64_t n, float scale, flo
 }
 
 FP32_TARGET void attend_head(const HeadJob& h) {
-  thread_local std::vector<float> kbuf, vbuf, qbuf, sbuf;
-  float* kt = grow(kbuf, size_t(h.d * h.Sk));
-  float* vt = grow(vbuf, size_t(h.dp * h.S));
-  float* q = grow(qbuf, size_t(kRows * h.d));
-  float* scores = grow(sbuf, size_t(kRows * h.Sk));
+  thread_local Scratch<float> kbuf, vbuf, qbuf, sbuf;
+  float* kt = kbuf.get(size_t(h.d * h.Sk));
+  float* vt = vbuf.get(size_t(h.dp * h.S));
+  float* q = qbuf.get(size_t(kRows * h.d));
+  float* scores = sbuf.get(size_t(kRows * h.Sk));
   pack_head(h, kt, vt);
   float inv[kRows];
   for (int64_t r0 = 0; r0 < h.S; r0 += kRows) {
@@ -200,13 +194,9 @@ bool attention_fp32_supported() {
 void attention_fp32(const float* qkv, const float* key_bias, int64_t B, int64_t S, int64_t heads,
                     int64_t d, float scale, float* out, int nthreads) {
   if (!attention_fp32_supported()) throw std::runtime_error("this CPU lacks AVX2 and FMA");
-  if (d < 1 || d > kMaxHeadDim)
-    throw std::invalid_argument("head size " + std::to_string(d) + " outside 1.." + std::to_string(kMaxHeadDim));
+  check_head_size(d);
   const int64_t H = heads * d, ldx = 3 * H, Sk = (S + 15) / 16 * 16, dp = (d + 15) / 16 * 16;
-  // per batch: the key bias, -inf for the padding keys S..Sk-1
-  std::vector<float> bias(size_t(B * Sk), -std::numeric_limits<float>::infinity());
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t s = 0; s < S; ++s) bias[size_t(b * Sk + s)] = key_bias ? key_bias[b * S + s] : 0.0f;
+  const std::vector<float> bias = padded_key_bias(key_bias, B, S, Sk);
   std::atomic<int64_t> next{0};
   const bool parallel = nthreads > 1 && B * S * H >= 4096;
   run_team(parallel ? nthreads : 1, [&](const Team&) {

@@ -85,25 +85,36 @@ def test_nan_in_queries_or_keys_propagates():
     assert torch.isnan(got[0, :, 32:]).all()     # every query of head 1 sees that key
 
 
-@needs_bf16
-def test_shape_errors_are_named():
-    from bertqa import _native
+def check_shape_errors_are_named(kernel):
+    """A native attention kernel of bertqa._native refuses bad shapes with a named error."""
     out = torch.empty(4, 64)
     with pytest.raises(ValueError, match="qkv must be"):
-        _native.attention_bf16(torch.zeros(4, 100).numpy(), None, 1, 2, 1.0, out.numpy())
+        kernel(torch.zeros(4, 100).numpy(), None, 1, 2, 1.0, out.numpy())
     with pytest.raises(ValueError, match="key_bias must be"):
-        _native.attention_bf16(torch.zeros(4, 192).numpy(), torch.zeros(1, 3).numpy(), 1, 2, 1.0, out.numpy())
+        kernel(torch.zeros(4, 192).numpy(), torch.zeros(1, 3).numpy(), 1, 2, 1.0, out.numpy())
     with pytest.raises(ValueError, match="head size 300"):
-        _native.attention_bf16(torch.zeros(2, 900).numpy(), None, 1, 1, 1.0, torch.empty(2, 300).numpy())
+        kernel(torch.zeros(2, 900).numpy(), None, 1, 1, 1.0, torch.empty(2, 300).numpy())
 
 
-@needs_bf16
-def test_model_forward_with_the_kernel_is_close_to_fp32():
+def small_model_and_batch():
+    """A 2-layer random BertForQA and a batch of two, the second padded: (model, ids, mask)."""
     model = random_model(BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                                     intermediate_size=256, vocab_size=500))
     ids = torch.randint(5, 500, (2, 40), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[1, 30:] = 0
+    return model, ids, mask
+
+
+@needs_bf16
+def test_shape_errors_are_named():
+    from bertqa import _native
+    check_shape_errors_are_named(_native.attention_bf16)
+
+
+@needs_bf16
+def test_model_forward_with_the_kernel_is_close_to_fp32():
+    model, ids, mask = small_model_and_batch()
     with torch.inference_mode():
         start, end = model(ids, None, mask)
         model.set_host_kernels(attention.bf16_attention, attention.native_add_norm)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from bertqa import attention, native
-from bertqa.model.bert import BertConfig, random_model, sdpa_attention
+from bertqa.model.bert import sdpa_attention
 
-from test_attention import MASKED, random_case
+from test_attention import MASKED, check_shape_errors_are_named, random_case, small_model_and_batch
 
 needs_fp32_native = pytest.mark.skipif(
     attention.fp32_native_unavailable() is not None,
@@ -60,21 +60,11 @@ def test_results_do_not_depend_on_the_thread_count():
 
 def test_shape_errors_are_named():
     from bertqa import _native
-    out = torch.empty(4, 64)
-    with pytest.raises(ValueError, match="qkv must be"):
-        _native.attention_fp32(torch.zeros(4, 100).numpy(), None, 1, 2, 1.0, out.numpy())
-    with pytest.raises(ValueError, match="key_bias must be"):
-        _native.attention_fp32(torch.zeros(4, 192).numpy(), torch.zeros(1, 3).numpy(), 1, 2, 1.0, out.numpy())
-    with pytest.raises(ValueError, match="head size 300"):
-        _native.attention_fp32(torch.zeros(2, 900).numpy(), None, 1, 1, 1.0, torch.empty(2, 300).numpy())
+    check_shape_errors_are_named(_native.attention_fp32)
 
 
 def test_model_forward_with_the_kernel_is_close_to_pytorchs():
-    model = random_model(BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=256, vocab_size=500))
-    ids = torch.randint(5, 500, (2, 40), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    mask[1, 30:] = 0
+    model, ids, mask = small_model_and_batch()
     with torch.inference_mode():
         start, end = model(ids, None, mask)
         model.set_host_kernels(attention.fp32_native_attention, attention.native_add_norm)
