@@ -106,10 +106,14 @@ TARGET_AVX2 void quantize_row_i16_avx2(const float* x, const float* scale, int64
   else quantize_row_i16_avx2_t<false>(x, scale, K, inv, dst);
 }
 
-// SPEC steps 4-5 (+ GELU) for a rows x (8 * vecs) tile of exact accumulators (row stride kNR);
-// with track_max_abs_acc also max |acc| over the valid lanes (calibration).
-TARGET_AVX2 void epilogue_avx2(const GemmCall& c, int64_t m0, int rows, int64_t n0, int vecs,
-                               const int32_t* tile, GemmCounts* counts) {
+// SPEC steps 4-5 (+ GELU) for an MR x (8 * NV) tile of exact accumulators (row stride kNR);
+// with track_max_abs_acc also max |acc| over the valid lanes (calibration). With kGelu the
+// tile's MR * NV GELUs run in lockstep (gelu_avx2_n) between the dequantization and the stores;
+// without, each vector is stored as soon as it is dequantized. Not inlined: inside the
+// microtile, its constants were hoisted above the K loop and crowded its accumulators.
+template <int MR, int NV, bool kGelu>
+TARGET_AVX2 __attribute__((noinline)) void epilogue_avx2(const GemmCall& c, int64_t m0, int64_t n0,
+                                                         const int32_t* tile, GemmCounts* counts) {
   const PackedLinear& W = *c.W;
   const int64_t N = W.N;
   const __m256i half = _mm256_set1_epi32(W.shift ? 1 << (W.shift - 1) : 0);
@@ -118,11 +122,14 @@ TARGET_AVX2 void epilogue_avx2(const GemmCall& c, int64_t m0, int rows, int64_t 
   const __m256 pow2_shift = _mm256_set1_ps(float(1 << W.shift));
   int64_t sat = 0;
   __m256i peak = _mm256_setzero_si256();
-  for (int v = 0; v < vecs; ++v) {
+  __m256 ys[NV * MR];
+  #pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) {
     const int64_t n = n0 + 8 * v;
     const __m256i valid = tail_mask8(N - n);
     const __m256 sw = _mm256_loadu_ps(W.sw.data() + n), bias = _mm256_loadu_ps(W.bias.data() + n);
-    for (int r = 0; r < rows; ++r) {
+    #pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
       const int64_t m = m0 + r;
       __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + r * kNR + 8 * v));
       if (c.dbg_acc) _mm256_maskstore_epi32(c.dbg_acc + m * N + n, valid, q);
@@ -137,10 +144,18 @@ TARGET_AVX2 void epilogue_avx2(const GemmCall& c, int64_t m0, int rows, int64_t 
       }
       if (c.dbg_q) _mm256_maskstore_epi32(c.dbg_q + m * N + n, valid, q);
       const __m256 mult = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(c.sx[m]), sw), pow2_shift);
-      __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), mult), bias);
-      if (W.gelu) y = gelu_avx2(y);
-      _mm256_maskstore_ps(c.y + m * N + n, valid, y);
+      ys[v * MR + r] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), mult), bias);
+      if (!kGelu) _mm256_maskstore_ps(c.y + m * N + n, valid, ys[v * MR + r]);
     }
+  }
+  if (kGelu) gelu_avx2_n<NV * MR>(ys);
+  #pragma GCC unroll 16
+  for (int v = 0; kGelu && v < NV; ++v) {
+    const int64_t n = n0 + 8 * v;
+    const __m256i valid = tail_mask8(N - n);
+    #pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+      _mm256_maskstore_ps(c.y + (m0 + r) * N + n, valid, ys[v * MR + r]);
   }
   counts->saturated += sat;
   if (c.track_max_abs_acc) {
@@ -184,7 +199,8 @@ TARGET_AVX2 void microtile_avx2(const GemmCall& c, int64_t m0, int64_t panel, Ge
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v)
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile + r * kNR + 8 * v), acc[r][v]);
-  epilogue_avx2(c, m0, MR, panel * kNR, NV, tile, counts);
+  if (W.gelu) epilogue_avx2<MR, NV, true>(c, m0, panel * kNR, tile, counts);
+  else epilogue_avx2<MR, NV, false>(c, m0, panel * kNR, tile, counts);
 }
 
 using MicrotileFn = void (*)(const GemmCall&, int64_t, int64_t, GemmCounts*);
