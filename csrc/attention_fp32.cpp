@@ -146,8 +146,8 @@ FP32_TARGET inline void values_tile(const float* p, const float* vt, const HeadJ
   for (int r = 0; r < kRows; ++r) {
     if (r >= rows) break;
     const __m256 s = _mm256_set1_ps(inv[r]);
-    _mm256_maskstore_ps(out + r * h.ldo + c0, m0, _mm256_mul_ps(lo[r], s));
-    _mm256_maskstore_ps(out + r * h.ldo + c0 + 8, m1, _mm256_mul_ps(hi[r], s));
+    store8_avx2(out + r * h.ldo + c0, _mm256_mul_ps(lo[r], s), m0, left >= 8);
+    store8_avx2(out + r * h.ldo + c0 + 8, _mm256_mul_ps(hi[r], s), m1, left >= 16);
   }
 }
 

@@ -145,7 +145,7 @@ TARGET_AVX2 __attribute__((noinline)) void epilogue_avx2(const GemmCall& c, int6
       if (c.dbg_q) _mm256_maskstore_epi32(c.dbg_q + m * N + n, valid, q);
       const __m256 mult = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(c.sx[m]), sw), pow2_shift);
       ys[v * MR + r] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), mult), bias);
-      if (!kGelu) _mm256_maskstore_ps(c.y + m * N + n, valid, ys[v * MR + r]);
+      if (!kGelu) store8_avx2(c.y + m * N + n, ys[v * MR + r], valid, n + 8 <= N);
     }
   }
   if (kGelu) gelu_avx2_n<NV * MR>(ys);
@@ -155,7 +155,7 @@ TARGET_AVX2 __attribute__((noinline)) void epilogue_avx2(const GemmCall& c, int6
     const __m256i valid = tail_mask8(N - n);
     #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
-      _mm256_maskstore_ps(c.y + (m0 + r) * N + n, valid, ys[v * MR + r]);
+      store8_avx2(c.y + (m0 + r) * N + n, ys[v * MR + r], valid, n + 8 <= N);
   }
   counts->saturated += sat;
   if (c.track_max_abs_acc) {
