@@ -78,6 +78,22 @@ def test_profile_warms_up_and_names_the_kernels_that_run():
     assert f"attention softmax(QK^T/sqrt(d)) V: {attention}"[:64] in text
     assert f"residual add + LayerNorm: {norm or 'PyTorch add'}"[:40] in text
     assert "GELU: fused into Linear ffn.up" in text and "ffn.act" not in text
+    peak = s["peak"]                       # the int8 peak loop after each profiled question
+    if peak is not None:                   # (None where the CPU has no path with a peak loop)
+        assert peak["samples"] == len(pairs) and peak["low"] <= peak["gops"] <= peak["high"]
+        assert f"sampled after each of the {len(pairs)} questions" in text
+
+
+def test_peak_sampler_weights_each_sample_by_its_questions_work():
+    """The peak compared with is the rate of the questions' GEMM work at the sampled peaks:
+    total multiply-adds over the sum of each question's multiply-adds at its own sample."""
+    from bertqa.bench.profile import PeakSampler
+    sampler = PeakSampler(torch.nn.Linear(2, 2), threads=1, enabled=False)
+    assert sampler.summary() is None                   # nothing sampled: no peak line
+    sampler.samples = [(100, 200.0), (300, 100.0), (0, 50.0)]
+    peak = sampler.summary()
+    assert peak["gops"] == pytest.approx(400 / (100 / 200 + 300 / 100))
+    assert (peak["low"], peak["high"], peak["samples"]) == (50.0, 200.0, 3)
 
 
 def test_custom_nodes_show_backend_time_and_parts():

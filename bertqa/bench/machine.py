@@ -70,17 +70,24 @@ def kernel_path() -> tuple[str | None, str]:
     return native.select_isa(), "picked at run time from the CPU's features"
 
 
+def peak_path() -> str | None:
+    """The fastest customcpu path with a peak loop on this CPU, or None (also where the
+    extension is not built)."""
+    from bertqa import native
+    if native.unavailable():
+        return None
+    features = native.cpu_features()
+    return next((p for p in PEAK_PATHS if features.get(p)), None)
+
+
 def measure_int8_peak(threads: int, seconds: float = 0.3) -> dict | None:
     """{isa, gops (wall clock on `threads` threads), gops_1t (one thread)} for the fastest path
     with a peak loop, best of 2; None where the extension is not built or has no such path."""
     from bertqa import native
-    if native.unavailable():
-        return None
-    nat = native.extension()
-    features = native.cpu_features()
-    isa = next((p for p in PEAK_PATHS if features.get(p)), None)
+    isa = peak_path()
     if isa is None:
         return None
+    nat = native.extension()
     return dict(isa=isa, threads=threads,
                 gops=max(nat.measure_peak(isa, seconds, threads) for _ in range(2)),
                 gops_1t=max(nat.measure_peak(isa, seconds, 1) for _ in range(2)))
