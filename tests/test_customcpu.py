@@ -221,6 +221,24 @@ def test_native_gelu_fused_equals_native_gelu_after_the_reference(forced, isa, m
     assert differs or isa == "scalar"       # the vector GELUs are not torch's (scalar: std::erf)
 
 
+@needs_native
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_gelu_gives_the_same_bits_however_many_vectors_it_steps_together(isa):
+    """The host GELU steps 4 vectors at a time in lockstep, then one, then a masked tail (the
+    fused epilogue steps a whole tile): every element gets the arithmetic of one at a time."""
+    if not FEATURES.get(isa):
+        pytest.skip(f"this CPU lacks {isa}")
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(1000, generator=g) * 6,
+                   torch.tensor([0.0, -0.0, 1e-30, -1e-30, -20.0, 20.0, -87.0, 3e38, float("nan")])])
+    whole = x.clone()
+    native.extension().gelu(whole.numpy(), isa)
+    for i in range(len(x)):                           # one element at a time: the tail path only
+        one = x[i:i + 1].clone()
+        native.extension().gelu(one.numpy(), isa)
+        assert one.view(torch.int32).equal(whole[i:i + 1].view(torch.int32)), (i, float(x[i]))
+
+
 def test_gelu_option_is_checked():
     with pytest.raises(TargetUnavailable, match="gelu must be one of torch, native"):
         load_backend("cpu-reference").configure(gelu="fused")
