@@ -9,9 +9,9 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
-// y[0..8) = v where all 8 lanes are valid (`full`), else the lanes of `mask` (vmaskmovps). On
-// AMD Zen an AVX2 masked store is microcoded and costs about ten plain ones: it was half the
-// int8 GEMM epilogue's time on Zen 3 (perf), so it is kept for the tails.
+// y[0..8) = v where all 8 lanes are valid (`full`), else the lanes of `mask` (vmaskmovps). The
+// AVX2 masked store is slow on AMD Zen: on Zen 3, perf put half of the int8 GEMM epilogue's
+// samples on it, so it is kept for the tails.
 __attribute__((target("avx2"))) static inline void store8_avx2(float* y, __m256 v, __m256i mask,
                                                               bool full) {
   if (full) _mm256_storeu_ps(y, v);
