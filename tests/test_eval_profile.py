@@ -4,7 +4,7 @@ import torch
 
 from bertqa.backends.cpu_reference import ReferenceBackend
 from bertqa.model.bert import BertConfig, random_model
-from bertqa.bench.profile import ForwardProfiler, format_profile, layer_type
+from bertqa.bench.profile import ForwardProfiler, PeakSampler, format_profile, layer_type
 from bertqa.backends import get_backend
 from bertqa.quant import QuantSpec, quantize_model
 
@@ -87,13 +87,26 @@ def test_profile_warms_up_and_names_the_kernels_that_run():
 def test_peak_sampler_weights_each_sample_by_its_questions_work():
     """The peak compared with is the rate of the questions' GEMM work at the sampled peaks:
     total multiply-adds over the sum of each question's multiply-adds at its own sample."""
-    from bertqa.bench.profile import PeakSampler
     sampler = PeakSampler(torch.nn.Linear(2, 2), threads=1, enabled=False)
     assert sampler.summary() is None                   # nothing sampled: no peak line
     sampler.samples = [(100, 200.0), (300, 100.0), (0, 50.0)]
     peak = sampler.summary()
     assert peak["gops"] == pytest.approx(400 / (100 / 200 + 300 / 100))
     assert (peak["low"], peak["high"], peak["samples"]) == (50.0, 200.0, 3)
+
+
+def test_peak_sampler_samples_only_where_a_backend_reports_its_gemm():
+    """No time is spent on the peak loop for backends whose GEMM time is not reported."""
+    model = random_model(TINY)
+    nodes = quantize_model(model, "int", get_backend("cpu-reference"), QuantSpec())
+    sampler = PeakSampler(model, threads=1)
+    forward(model, n=1)
+    sampler.sample(123)
+    assert sampler.samples == [] and sampler.seconds == 0.0
+    if sampler.isa is not None:                    # a CPU with a peak loop: now a gemm part
+        nodes[0].stats.parts["gemm"] = 0.001
+        sampler.sample(123)
+        assert len(sampler.samples) == 1 and sampler.samples[0][0] == 123 and sampler.seconds > 0
 
 
 def test_custom_nodes_show_backend_time_and_parts():

@@ -199,7 +199,7 @@ def profile_questions(qa, pairs: Sequence[tuple[str, str]], warmup: int = WARMUP
     try:
         for question, context in list(pairs)[:max(1, warmup)]:    # warm-up, not profiled
             qa.answer(question, context)
-        sampler = PeakSampler(model, qa.threads, sync is None and bool(custom_nodes(model)))
+        sampler = PeakSampler(model, qa.threads, sync is None)
         with ForwardProfiler(model, sync) as prof:
             t0 = time.perf_counter()
             for question, context in pairs:
@@ -224,11 +224,14 @@ class PeakSampler:
     the model's kernels use. A shared VM's speed moves within seconds: one measurement after the
     questions was at times 20 % off what the GEMMs had (docs/speed.md). The peak the profile
     compares with is each question's sample weighted by its multiply-adds (the rate at which the
-    questions' GEMM work would run at the sampled peaks). Its time is left out of the total."""
+    questions' GEMM work would run at the sampled peaks). Its time is left out of the total. It
+    samples only while some custom node reports a `gemm` part (customcpu): the fraction is
+    printed for those alone."""
 
     def __init__(self, model: nn.Module, threads: int, enabled: bool = True):
         from bertqa.bench.machine import peak_path
-        self.isa = peak_path() if enabled else None
+        self.nodes = custom_nodes(model)
+        self.isa = peak_path() if enabled and self.nodes else None
         self.threads = threads
         self.scope = getattr(model, "forward_scope", None)
         self.samples: list[tuple[int, float]] = []       # (the question's multiply-adds, GOPS)
@@ -237,7 +240,7 @@ class PeakSampler:
 
     def sample(self, macs_so_far: int) -> None:
         """After a question: `macs_so_far`, the profiler's multiply-adds up to now."""
-        if self.isa is None:
+        if self.isa is None or not any(n.stats.parts.get("gemm") for n in self.nodes):
             return
         from contextlib import nullcontext
 
