@@ -75,14 +75,19 @@ def test_fully_masked_rows_average_the_values_as_sdpa_does():
     assert torch.allclose(got[1], v.expand(9, -1), atol=0.03)
 
 
-@needs_bf16
-def test_nan_in_queries_or_keys_propagates():
+def check_nan_propagates(attend):
+    """attend(qkv, mask, heads): a NaN query spoils its own row only, a NaN key its whole head."""
     qkv, _ = random_case(1, 20, 2, 32, pad=False)
     qkv[0, 3, 5] = float("nan")                  # a query of head 0, token 3
     qkv[0, 11, 64 + 40] = float("nan")           # a key of head 1, token 11
-    got = attention.bf16_attention(qkv, None, 2)
+    got = attend(qkv, None, 2)
     assert torch.isnan(got[0, 3, :32]).all() and not torch.isnan(got[0, :3, :32]).any()
     assert torch.isnan(got[0, :, 32:]).all()     # every query of head 1 sees that key
+
+
+@needs_bf16
+def test_nan_in_queries_or_keys_propagates():
+    check_nan_propagates(attention.bf16_attention)
 
 
 def check_shape_errors_are_named(kernel):

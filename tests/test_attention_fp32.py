@@ -7,7 +7,8 @@ import torch
 from bertqa import attention, native
 from bertqa.model.bert import sdpa_attention
 
-from test_attention import MASKED, check_shape_errors_are_named, random_case, small_model_and_batch
+from test_attention import (MASKED, check_nan_propagates, check_shape_errors_are_named, random_case,
+                            small_model_and_batch)
 
 needs_fp32_native = pytest.mark.skipif(
     attention.fp32_native_unavailable() is not None,
@@ -37,12 +38,7 @@ def test_fully_masked_rows_average_the_values_as_sdpa_does():
 
 
 def test_nan_in_queries_or_keys_propagates():
-    qkv, _ = random_case(1, 20, 2, 32, pad=False)
-    qkv[0, 3, 5] = float("nan")                  # a query of head 0, token 3
-    qkv[0, 11, 64 + 40] = float("nan")           # a key of head 1, token 11
-    got = attention.fp32_native_attention(qkv, None, 2)
-    assert torch.isnan(got[0, 3, :32]).all() and not torch.isnan(got[0, :3, :32]).any()
-    assert torch.isnan(got[0, :, 32:]).all()     # every query of head 1 sees that key
+    check_nan_propagates(attention.fp32_native_attention)
 
 
 def test_results_do_not_depend_on_the_thread_count():

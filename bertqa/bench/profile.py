@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Callable, Sequence
 
 from torch import nn
@@ -242,8 +243,6 @@ class PeakSampler:
         """After a question: `macs_so_far`, the profiler's multiply-adds up to now."""
         if self.isa is None or not any(n.stats.parts.get("gemm") for n in self.nodes):
             return
-        from contextlib import nullcontext
-
         from bertqa import native
         t0 = time.perf_counter()
         with self.scope() if self.scope else nullcontext():
