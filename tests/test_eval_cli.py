@@ -1,5 +1,6 @@
 """`bertqa eval` and `bertqa profile` end to end: tables, report files, errors as one line."""
 import json
+import re
 
 import pytest
 
@@ -113,3 +114,20 @@ def test_profile_end_to_end(capsys):
                  "rest of the forward", "model forward", "outside the model"):
         assert line in out
     assert "SDPA" not in out or "fp32 (PyTorch SDPA)" in out      # named by what runs
+
+
+def test_profile_of_random_weights_in_bert_large_shapes(capsys):
+    # one encoder layer of BERT-large's widths: the GEMM shapes the speed goals are about
+    assert main(["profile", "--random-weights", "bert-large", "--layers", "1", "--target", "customcpu",
+                 "--precision", "int", "--questions", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "bert-large (1 layer, random weights)" in out
+    assert "1 questions, 1 forward passes" in out
+    assert re.search(r"layers\.0\.ffn\.down +4096 +1024 ", out)
+
+
+def test_profile_random_weights_options_are_checked(capsys):
+    assert main(["profile", "--model", "bundled", "--random-weights", "bert-base"]) == 2
+    assert "--random-weights replaces --model" in capsys.readouterr().err
+    assert main(["profile", "--model", "bundled", "--layers", "2"]) == 2
+    assert "--layers applies to --random-weights" in capsys.readouterr().err

@@ -97,6 +97,43 @@ def load_from_args(args, fallback_to_bundled: bool = False):
     return bertqa.load(**load_kwargs(args), fallback_to_bundled=fallback_to_bundled)
 
 
+RANDOM_SHAPES = ("bert-large", "bert-base")
+
+
+def add_random_weights_options(p: argparse.ArgumentParser, why: str) -> None:
+    """--random-weights SHAPES and --layers N: a model built in code instead of --model."""
+    p.add_argument("--random-weights", choices=RANDOM_SHAPES, default=None,
+                   help="instead of --model: random weights in these shapes, with the bundled "
+                        f"tokenizer ({why})")
+    p.add_argument("--layers", type=positive_int, default=None,
+                   help="with --random-weights: encoder layers (default: the shapes' own, 24 or 12)")
+
+
+def load_model_or_random(args):
+    """The QAModel of --model as everywhere (the bundled one without it), or with --random-weights
+    an fp32 model of BERT-large/base shapes (seed 0) prepared for the same target options."""
+    if args.random_weights is None:
+        if args.layers is not None:
+            raise BertQAError("--layers applies to --random-weights")
+        return load_from_args(args, fallback_to_bundled=args.model is None)
+    if args.model is not None:
+        raise BertQAError("--random-weights replaces --model: give one of them")
+    from dataclasses import replace
+    from bertqa.api import from_module
+    from bertqa.model.bert import BertConfig, random_model
+    from bertqa.model.loading import BUNDLED_DIR
+    kwargs = load_kwargs(args)
+    config = BertConfig.bert_large() if args.random_weights == "bert-large" else BertConfig()
+    if args.layers is not None:
+        config = replace(config, num_hidden_layers=args.layers)
+    layers = config.num_hidden_layers
+    name = f"{args.random_weights} ({layers} layer{'s' * (layers != 1)}, random weights)"
+    return from_module(random_model(config), BUNDLED_DIR, name, kwargs["target"] or "cpu",
+                       kwargs["precision"] or "fp", kwargs["spec"], kwargs["threads"],
+                       kwargs["backend"], kwargs["options"], aie_device=kwargs["aie_device"],
+                       attention=kwargs["attention"])
+
+
 def provider_options(items) -> dict | None:
     """['key=value', ...] -> {'key': 'value'} (ONNX Runtime takes provider options as strings)."""
     if not items:

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from bertqa.cli.registry import subcommand
-from bertqa.cli.common import add_model_options, load_from_args, print_header
+from bertqa.cli.common import (add_model_options, add_random_weights_options, load_from_args,
+                               load_model_or_random, print_header)
 from bertqa.cli.demo import print_layer_report
 from bertqa.errors import BertQAError
 
@@ -131,6 +132,7 @@ def write_reports(paths: dict, rows, meta) -> None:
 
 def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
+    add_random_weights_options(p, "a model too large to download here: BERT-large's GEMM shapes")
     p.add_argument("--data", default=None,
                    help="stories to ask about (CoQA, SQuAD, text; default: the built-in stories)")
     p.add_argument("--questions", type=int, default=None, help="ask at most N questions in all")
@@ -148,7 +150,7 @@ def run_profile(args) -> int:
     pairs = [(q, s.context) for s in stories for q in s.questions][:args.questions]
     if not pairs:
         raise BertQAError("no questions to profile")
-    qa = load_from_args(args, fallback_to_bundled=args.model is None)
+    qa = load_model_or_random(args)
     print_header(qa, "bertqa profile")
     print()
     print(format_profile(profile_questions(qa, pairs)))

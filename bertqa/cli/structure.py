@@ -3,38 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from bertqa.cli.common import add_model_options, load_from_args
+from bertqa.cli.common import add_model_options, add_random_weights_options, load_model_or_random
 from bertqa.cli.registry import subcommand
 from bertqa.errors import BertQAError
-
-RANDOM_SHAPES = ("bert-large", "bert-base")
-
 
 def add_structure_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p, default_target="customcpu")
     p.add_argument("--out", default="bertqa-structure", metavar="PATH",
                    help="write PATH.png and PATH.svg (default: %(default)s)")
-    p.add_argument("--random-weights", choices=RANDOM_SHAPES, default=None,
-                   help="instead of --model: random weights in these shapes, with the bundled "
-                        "tokenizer (the picture of a model too large to download here)")
-
-
-def load_for_structure(args):
-    """The QAModel to draw: --model as everywhere, or random weights in BERT-large/base shapes."""
-    if args.random_weights is None:
-        return load_from_args(args, fallback_to_bundled=args.model is None)
-    if args.model is not None:
-        raise BertQAError("--random-weights replaces --model: give one of them")
-    from bertqa.api import from_module
-    from bertqa.cli.common import qa_options
-    from bertqa.model.bert import BertConfig, random_model
-    from bertqa.model.loading import BUNDLED_DIR
-    from bertqa.quant import QuantSpec
-    config = BertConfig.bert_large() if args.random_weights == "bert-large" else BertConfig()
-    spec = None if args.spec is None else QuantSpec.parse(args.spec)
-    return from_module(random_model(config), BUNDLED_DIR, f"{args.random_weights} (random weights)",
-                       args.target, args.precision, spec, args.threads, args.backend,
-                       qa_options(args), aie_device=args.aie_device, attention=args.attention)
+    add_random_weights_options(p, "the picture of a model too large to download here")
 
 
 def draw_structure(qa, out: str) -> None:
@@ -66,7 +43,7 @@ def run_structure(args) -> int:
     args.target, args.precision = args.target or "customcpu", args.precision or "int"
     check_out(args.out)
     try:
-        qa = load_for_structure(args)
+        qa = load_model_or_random(args)
     except ValueError as e:
         raise BertQAError(str(e)) from None
     draw_structure(qa, args.out)
