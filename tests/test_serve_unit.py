@@ -155,6 +155,29 @@ def test_forward_chunks_keep_to_the_token_budget():
     assert forward_chunks([2000, 10], 16, max_tokens=1024) == [[0], [1]]      # a long window still runs
 
 
+def test_packed_forward_chunks_mix_lengths_and_count_real_tokens():
+    from bertqa.serve.batcher import forward_chunks
+    # padding costs nothing when the model packs: the long windows share a pass with the short
+    assert forward_chunks([60, 384, 60, 60, 384], 8, packed=True) == [[1, 4, 0, 2, 3]]
+    assert forward_chunks([60, 384, 60, 60, 384], 2, packed=True) == [[1, 4], [0, 2], [3]]
+    # the budget counts real tokens: 384 + 5 x 60 = 684 fits 700, a sixth 60 would not
+    assert forward_chunks([384] + [60] * 6, 16, max_tokens=700, packed=True) == [[0, 1, 2, 3, 4, 5], [6]]
+    assert forward_chunks([384] + [60] * 6, 16, max_tokens=700) == [[0], [1, 2, 3, 4, 5, 6]]
+    assert forward_chunks([2000, 10], 16, max_tokens=1024, packed=True) == [[0], [1]]
+
+
+def test_the_batcher_packs_where_the_model_does(qa_fp):
+    from bertqa.serve.batcher import Batcher
+    assert qa_fp.pipeline.packs_batches
+    assert Batcher(qa_fp.pipeline, 4, 0, 16, ServeMetrics()).packed
+    assert not Batcher(_Gate(parties=1), 4, 0, 16, ServeMetrics()).packed     # no such property
+    qa_fp.pipeline.model.pack_batches = False
+    try:
+        assert not qa_fp.pipeline.packs_batches
+    finally:
+        qa_fp.pipeline.model.pack_batches = True
+
+
 class _Gate:
     """A pipeline stand-in whose forward passes wait until `parties` of them run at once, and
     record the thread that ran each."""

@@ -21,7 +21,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch", type=int, default=d.max_batch,
                    help="windows per forward pass across requests; 1 turns dynamic batching off")
     g.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
-                   help="padded tokens per forward pass (one window always fits)")
+                   help="tokens per forward pass: real ones where the model packs a batch (CPU "
+                        "targets), padded ones otherwise; one window always fits")
     g.add_argument("--max-wait-ms", type=non_negative_float, default=d.max_wait_ms,
                    help="how long a batch waits for more requests after its first one")
     g.add_argument("--workers", type=int, default=d.workers,

@@ -119,6 +119,12 @@ class QAPipeline:
         self.device = torch.device(device)
         self.check_options(self.options)
 
+    @property
+    def packs_batches(self) -> bool:
+        """Whether a batch's padding costs nothing: the model runs a right-padded batch on the
+        CPU as its real tokens only (BertForQA.pack_batches, bertqa.model.packing)."""
+        return self.device.type == "cpu" and getattr(self.model, "pack_batches", False) is True
+
     def check_options(self, options: QAOptions) -> None:
         """InputError if options' windows would be longer than the model's positions."""
         n = options.windows.max_seq_len

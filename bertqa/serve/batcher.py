@@ -4,9 +4,9 @@ through the model together.
 A batch starts with the oldest waiting request and takes the following ones, in order, while
 their windows fit in max_batch; it leaves when full, when the next request does not fit, or
 when its oldest request has waited max_wait. Windows of long contexts therefore share forward
-passes with other requests' windows (grouped by length, so that short windows are not padded
-to long ones; see forward_chunks). Each request is decoded with its own options (top_k,
-max_answer_len, allow_no_answer) after the shared forward pass.
+passes with other requests' windows (grouped by length where the model pads a batch, so that
+short windows are not padded to long ones; see forward_chunks). Each request is decoded with
+its own options (top_k, max_answer_len, allow_no_answer) after the shared forward pass.
 
 The queue is bounded by admission tickets: the HTTP edge takes one (admit) before it reads or
 parses anything, so that a full queue is refused before any work; the ticket is given back when
@@ -33,24 +33,29 @@ log = logging.getLogger("bertqa.serve")
 
 
 def forward_chunks(lengths: list[int], max_batch: int, max_padding: float = 0.25,
-                   max_tokens: int | None = None) -> list[list[int]]:
+                   max_tokens: int | None = None, packed: bool = False) -> list[list[int]]:
     """Windows (by index) grouped into forward passes: longest first, at most max_batch a pass,
-    at most max_tokens padded tokens a pass (one window always fits), and a pass closes before
-    padding to its longest window would add more than max_padding of its real tokens. On a CPU
-    a pass costs about its padded tokens, so one 384-token window among fifteen 60-token ones
-    would make the pass nearly five times dearer; a pass of its own costs little. The token
-    budget keeps passes short: on the 2-core machine of docs/serve.md, passes of 16 windows of
-    155 tokens ran 3x slower per window than single windows while other processes took cores
-    (an OpenMP region waits for its slowest thread), passes of 4-6 did not."""
+    at most max_tokens tokens a pass (one window always fits).
+
+    A padded pass costs about its padded tokens, so one 384-token window among fifteen 60-token
+    ones would make it nearly five times dearer: such a pass closes before padding to its
+    longest window would add more than max_padding of its real tokens (a pass of its own costs
+    little), and max_tokens counts padded tokens. With `packed` (a model that runs a batch as
+    its real tokens only, bertqa.model.packing) padding costs nothing: no such rule, and
+    max_tokens counts real tokens. The token budget keeps passes short: on the 2-core machine
+    of docs/serve.md, passes of 16 windows of 155 tokens ran 3x slower per window than single
+    windows while other processes took cores (an OpenMP region waits for its slowest thread),
+    passes of 4-6 did not."""
     assert max_batch >= 1 and max_padding >= 0
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     chunks, chunk, real = [], [], 0
     for i in order:
-        if chunk and (len(chunk) == max_batch or
-                      (max_tokens is not None and (len(chunk) + 1) * lengths[chunk[0]] > max_tokens) or
-                      (len(chunk) + 1) * lengths[chunk[0]] > (1 + max_padding) * (real + lengths[i])):
-            chunks.append(chunk)
-            chunk, real = [], 0
+        if chunk:
+            tokens = real + lengths[i] if packed else (len(chunk) + 1) * lengths[chunk[0]]
+            if (len(chunk) == max_batch or (max_tokens is not None and tokens > max_tokens) or
+                    (not packed and tokens > (1 + max_padding) * (real + lengths[i]))):
+                chunks.append(chunk)
+                chunk, real = [], 0
         chunk.append(i)
         real += lengths[i]
     return chunks + [chunk] if chunk else chunks
@@ -111,6 +116,7 @@ class Batcher:
         assert max_batch >= 1 and max_queue >= 1 and max_wait_s >= 0 and workers >= 1
         self.max_tokens = max_tokens
         self.pipeline = pipeline
+        self.packed = getattr(pipeline, "packs_batches", False)   # see forward_chunks
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.metrics = metrics
         self._jobs: collections.deque[Job] = collections.deque()
@@ -241,7 +247,7 @@ class Batcher:
         owner = [job for job in batch for _ in job.windows]
         logits = [None] * len(windows)
         for chunk in forward_chunks([len(w.ids) for w in windows], self.max_batch,
-                                    max_tokens=self.max_tokens):
+                                    max_tokens=self.max_tokens, packed=self.packed):
             live = [i for i in chunk if not owner[i].cancelled]      # a gone client's windows: dropped
             self.metrics.dropped_windows.inc(by=len(chunk) - len(live))
             if not live:

@@ -15,7 +15,7 @@ class ServeConfig:
     port: int = 8000
     # dynamic batching
     max_batch: int = 16                 # windows per forward pass; 1 turns batching off
-    max_batch_tokens: int = 1024        # padded tokens per forward pass (one window always fits)
+    max_batch_tokens: int = 1024        # tokens per forward pass (real if packed; one window always fits)
     max_wait_ms: float = 5.0            # how long a batch waits for company after its first request
     workers: int | None = None          # inference threads (None: as many as the model's CPU
                                         # threads on CPU targets, one on a GPU; see Batcher)
