@@ -34,3 +34,13 @@ def test_callers_bench_runs_the_bundled_model(monkeypatch, capsys):
     rows = re.findall(r"^\| (idle|a busy-looping process beside) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
     assert len(rows) == 2 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows), out
     assert "customcpu" in out and "interleaved rounds" in out
+
+
+def test_callers_bench_takes_a_target_and_names_a_bad_one(monkeypatch, capsys):
+    from bertqa import cli
+    real = callers.run_callers_bench
+    monkeypatch.setattr(callers, "run_callers_bench", lambda *a, **k: real(*a, **k, seconds=0.2))
+    assert cli.main(["bench", "--callers", "cpu-fp", "--repeats", "1"]) == 0
+    assert "target cpu fp, PyTorch fp32" in capsys.readouterr().out
+    assert cli.main(["bench", "--callers", "cpu-int8"]) == 2
+    assert "--callers takes TARGET-PRECISION" in capsys.readouterr().err

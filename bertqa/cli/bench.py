@@ -54,13 +54,24 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "spins ~50 ms after a run, which would land on the next engine)")
     p.add_argument("--no-gemm", action="store_true", help="skip the int8 GEMM table")
     p.add_argument("--no-model", action="store_true", help="skip the whole-model table")
-    p.add_argument("--callers", action="store_true",
+    p.add_argument("--callers", nargs="?", const="customcpu-int", default=None,
+                   metavar="TARGET-PRECISION",
                    help="instead: QAModel.answer from the main thread and from a worker thread, "
                         "idle and beside a busy-looping process (--model, default the bundled one; "
-                        "--repeats rounds)")
+                        "--repeats rounds), on customcpu-int or the TARGET-PRECISION given, e.g. cpu-fp")
     p.add_argument("--memory", action="store_true",
                    help="instead: peak memory and start time of preparing BERT-large int8 (writes a "
                         "1.3 GB random checkpoint to a temporary directory, removed afterwards)")
+
+
+def callers_target(value: str) -> tuple[str, str]:
+    """'cpu-fp' -> ('cpu', 'fp'), checked against the targets and precisions."""
+    from bertqa.targets import PRECISIONS, TARGETS
+    target, _, precision = value.rpartition("-")
+    if target not in TARGETS or precision not in PRECISIONS:
+        raise BertQAError(f"--callers takes TARGET-PRECISION (targets {', '.join(TARGETS)}; precisions "
+                          f"{', '.join(PRECISIONS)}), got {value!r}")
+    return target, precision
 
 
 def _check(args) -> tuple[list[int], list[str]]:
@@ -117,7 +128,8 @@ def run_bench(args) -> int:
         return 0
     if args.callers:
         from bertqa.bench.callers import run_callers_bench
-        print(run_callers_bench(args.model, "customcpu", "int", args.threads, rounds=args.repeats))
+        target, precision = callers_target(args.callers)
+        print(run_callers_bench(args.model, target, precision, args.threads, rounds=args.repeats))
         return 0
     if args.model:
         from bertqa.model.loading import check_model_dir, read_config
