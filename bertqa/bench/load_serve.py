@@ -149,7 +149,7 @@ def metric(text: str, name: str) -> float:
     return float(line.split()[-1]) if line else 0.0
 
 
-async def check(port: int, pairs, known: bool) -> None:
+async def check(port: int, pairs, known: bool = True) -> None:
     deadline = time.monotonic() + 60             # the socket is bound before uvicorn listens on it
     while True:
         try:

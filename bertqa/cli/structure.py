@@ -7,6 +7,7 @@ from bertqa.cli.common import add_model_options, add_random_weights_options, loa
 from bertqa.cli.registry import subcommand
 from bertqa.errors import BertQAError
 
+
 def add_structure_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p, default_target="customcpu")
     p.add_argument("--out", default="bertqa-structure", metavar="PATH",
