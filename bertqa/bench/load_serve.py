@@ -43,7 +43,13 @@ def questions(data: str | None = None, limit: int = 64) -> list[tuple[str, str]]
     if data is None:
         stories = builtin_stories()
         return [(KNOWN[0], stories[0].context)] + [(q, s.context) for s in stories for q in s.questions]
-    stories = [s for s in read_stories(data) if s.questions]
+    from bertqa.errors import BertQAError
+    if limit < 1:
+        raise SystemExit(f"--questions must be >= 1, got {limit}")
+    try:
+        stories = [s for s in read_stories(data) if s.questions]
+    except (BertQAError, OSError) as e:
+        raise SystemExit(f"{data}: {e}") from None
     if not stories:
         raise SystemExit(f"{data}: no questions")
     return [(s.questions[0], s.context) for s in stories[::max(1, len(stories) // limit)]][:limit]
